@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from minivae import DeviceUnavailableError, get_backend
+
+
+def test_cpu_backend_linear_algebra(rng):
+    be = get_backend("cpu")
+    A = rng.standard_normal((7, 7))
+    A = A @ A.T + 7 * np.eye(7)
+    B = rng.standard_normal((7, 3))
+    L = be.cholesky(A)
+    np.testing.assert_allclose(L @ L.T, A, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A @ be.cho_solve(L, B), B, rtol=1e-10, atol=1e-10)
+
+
+def test_cholesky_raises_on_indefinite():
+    with pytest.raises(np.linalg.LinAlgError):
+        get_backend("cpu").cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]))
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="not one of"):
+        get_backend("tpu")
+
+
+def test_gpu_without_cupy_or_driver_says_why():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(DeviceUnavailableError, match="CuPy, which is not installed"):
+            get_backend("gpu")
+        return
+    with pytest.raises(DeviceUnavailableError, match="device=\"cpu\""):
+        get_backend("gpu")
+
+
+def test_cuda_sim_backend_runs_with_numpy():
+    be = get_backend("cuda-sim")
+    assert be.xp is np and be.kernel_impl == "cuda"
+
+
+def test_same_seed_same_stream():
+    be = get_backend("cpu")
+    np.testing.assert_array_equal(be.rng(3).standard_normal(5), be.rng(3).standard_normal(5))
