@@ -13,9 +13,10 @@ Implementations (same signature, ``impl=`` picks): ``reference`` (NumPy, this fi
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-# TODO(train helper): cpu and cuda implementations.
+import numpy as np
+from numba import njit, prange
 
 
 def adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t):
@@ -29,8 +30,157 @@ def adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t):
     param -= step * m / denom
 
 
+def _check_arrays(param, grad, m, v):
+    """Raise ValueError unless the four arrays are C-contiguous, same shape, same float dtype."""
+    names = ("param", "grad", "m", "v")
+    arrays = (param, grad, m, v)
+    dtype = param.dtype
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"adam_step: param has dtype {dtype}; use float32 or float64")
+    for name, array in zip(names, arrays):
+        if array.shape != param.shape:
+            raise ValueError(
+                f"adam_step: {name} has shape {array.shape} but param has shape {param.shape}; "
+                "give all four arrays the same shape"
+            )
+        if array.dtype != dtype:
+            raise ValueError(
+                f"adam_step: {name} has dtype {array.dtype} but param has dtype {dtype}; "
+                "give all four arrays the same dtype"
+            )
+        if not array.flags.c_contiguous:
+            raise ValueError(
+                f"adam_step: {name} is not C-contiguous (strides {array.strides}); the fused "
+                "kernel updates flat views in place, so pass contiguous arrays (np.ascontiguousarray "
+                "makes a copy, which would not be updated in place)"
+            )
+
+
+def _scalars(dtype, lr, beta1, beta2, eps, t):
+    """The loop constants, in the arrays' dtype, computed once per step in float64.
+
+    Returns ``(step, inv_sqrt_bc2, beta1, beta2, 1 - beta1, 1 - beta2, eps)`` with
+    ``step = lr / (1 - beta1^t)`` and ``inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t)``, so that
+    the per-element update is ``param -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps)``,
+    algebraically the reference's ``step * m / (sqrt(v / (1 - beta2^t)) + eps)``.
+    """
+    if t < 1:
+        raise ValueError(f"adam_step: t={t} must be the 1-based step count (t >= 1)")
+    cast = np.dtype(dtype).type
+    step = lr / (1.0 - beta1**t)
+    inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
+    return tuple(cast(c) for c in (step, inv_sqrt_bc2, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps))
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _adam_cpu_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1, one_m_beta2, eps):
+    for i in prange(param.size):
+        g = grad[i]
+        m_i = beta1 * m[i] + one_m_beta1 * g
+        v_i = beta2 * v[i] + one_m_beta2 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+
+
+def adam_step_cpu(param, grad, m, v, lr, beta1, beta2, eps, t):
+    """Numba implementation of :func:`adam_step_reference`: one parallel pass over memory.
+
+    Each element is read once (param, grad, m, v) and written once (param, m, v); the
+    bias corrections are folded into two scalars before the loop.
+    """
+    _check_arrays(param, grad, m, v)
+    _adam_cpu_flat(
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        *_scalars(param.dtype, lr, beta1, beta2, eps, t),
+    )
+
+
+_CUDA_BLOCK = 256
+_CUDA_SIM_GRID = 2
+cuda = None  # numba.cuda, bound on first use: a module global, so the simulator can swap it
+_cuda_kernel = None
+
+
+def _adam_cuda_body(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                    one_m_beta2, eps):
+    """One thread's share of the step: a grid-stride loop over the flat arrays."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for i in range(start, param.size, stride):
+        g = grad[i]
+        m_i = beta1 * m[i] + one_m_beta1 * g
+        v_i = beta2 * v[i] + one_m_beta2 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+
+
+def _get_cuda_kernel():
+    """Compile (once) the CUDA kernel; numba.cuda is imported only here."""
+    global cuda, _cuda_kernel
+    if _cuda_kernel is None:
+        from numba import cuda as numba_cuda
+
+        cuda = numba_cuda
+        _cuda_kernel = cuda.jit(_adam_cuda_body)
+    return _cuda_kernel
+
+
+def adam_step_cuda(param, grad, m, v, lr, beta1, beta2, eps, t):
+    """Numba-CUDA implementation of :func:`adam_step_reference`: a grid-stride loop.
+
+    On CuPy arrays the kernel runs on CuPy's current stream with a grid of a few blocks
+    per streaming multiprocessor; on NumPy arrays (Numba's CUDA simulator) it is a plain
+    launch on a fixed grid of two blocks, small enough for the simulator and still
+    exercising the stride loop.
+    """
+    _check_arrays(param, grad, m, v)
+    if param.size == 0:
+        return
+    kernel = _get_cuda_kernel()
+    flat = (param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1))
+    scalars = _scalars(param.dtype, lr, beta1, beta2, eps, t)
+    if isinstance(param, np.ndarray):
+        kernel[_CUDA_SIM_GRID, _CUDA_BLOCK](*flat, *scalars)
+        return
+    import cupy
+
+    sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+    grid = min(math.ceil(param.size / _CUDA_BLOCK), 4 * sm_count)
+    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    kernel[grid, _CUDA_BLOCK, stream](*flat, *scalars)
+
+
+_IMPLEMENTATIONS = {
+    "reference": adam_step_reference,
+    "cpu": adam_step_cpu,
+    "cuda": adam_step_cuda,
+}
+
+
 def adam_step(param, grad, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1, impl="cpu"):
-    """One Adam step in place; see :func:`adam_step_reference`."""
-    if impl == "reference":
-        return adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t)
-    raise NotImplementedError(impl)
+    """One Adam step in place on ``param``, ``m`` and ``v``.
+
+    Parameters
+    ----------
+    param, grad, m, v : arrays of one shape and one dtype (float32 or float64)
+        C-contiguous NumPy arrays (``impl="cpu"``, or ``"cuda"`` under the simulator) or
+        CuPy arrays (``impl="cuda"`` on a GPU). ``param``, ``m`` and ``v`` are updated.
+    lr, beta1, beta2, eps : float
+    t : int
+        The 1-based step count, for the bias corrections.
+    impl : {"reference", "cpu", "cuda"}
+
+    Notes
+    -----
+    See the module docstring for the update and :func:`adam_step_reference` for the
+    specification the other implementations are tested against.
+    """
+    try:
+        implementation = _IMPLEMENTATIONS[impl]
+    except KeyError:
+        raise ValueError(
+            f"adam_step: impl={impl!r} is not one of {sorted(_IMPLEMENTATIONS)}"
+        ) from None
+    implementation(param, grad, m, v, lr, beta1, beta2, eps, t)

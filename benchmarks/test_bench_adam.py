@@ -1,0 +1,67 @@
+"""Fused Adam step over 1M float32 parameters: Numba cpu kernel vs the plain NumPy update.
+
+Run: ``pytest benchmarks/test_bench_adam.py`` (add ``--benchmark-columns=median,iqr,rounds``
+for a compact table). Each benchmark call is one in-place Adam step; the step count keeps
+growing across rounds, which changes only the two scalar bias corrections.
+
+The ``memory-probe`` group measures the machine's streaming bandwidth (a large copy and a
+read-only sum), from which docs/_perf_adam.md computes the floor of the step: it must read
+param, grad, m, v and write param, m, v, 7 x 4 MB.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from minivae.kernels import adam_step
+
+N_PARAMS = 1_000_000
+HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
+@pytest.fixture
+def adam_arrays():
+    rng = np.random.default_rng(0)
+    param = rng.standard_normal(N_PARAMS, dtype=np.float32)
+    grad = rng.standard_normal(N_PARAMS, dtype=np.float32)
+    m = np.zeros(N_PARAMS, dtype=np.float32)
+    v = np.zeros(N_PARAMS, dtype=np.float32)
+    return param, grad, m, v
+
+
+def _stepper(impl, arrays):
+    steps = itertools.count(1)
+
+    def one_step():
+        adam_step(*arrays, t=next(steps), impl=impl, **HYPER)
+
+    return one_step
+
+
+def test_adam_numpy_reference(benchmark, adam_arrays):
+    benchmark.group = "adam-step-1M-float32"
+    benchmark(_stepper("reference", adam_arrays))
+    assert np.all(np.isfinite(adam_arrays[0]))
+
+
+def test_adam_numba_cpu(benchmark, adam_arrays):
+    benchmark.group = "adam-step-1M-float32"
+    adam_step(*[a.copy() for a in adam_arrays], t=1, impl="cpu", **HYPER)  # compile or load cache
+    benchmark(_stepper("cpu", adam_arrays))
+    assert np.all(np.isfinite(adam_arrays[0]))
+
+
+def test_memory_probe_copy_64MB(benchmark):
+    benchmark.group = "memory-probe"
+    source = np.ones(16 * N_PARAMS, dtype=np.float32)
+    destination = np.empty_like(source)
+    benchmark(np.copyto, destination, source)
+    assert destination[-1] == 1.0
+
+
+def test_memory_probe_read_64MB(benchmark):
+    benchmark.group = "memory-probe"
+    source = np.ones(16 * N_PARAMS, dtype=np.float32)
+    total = benchmark(np.add.reduce, source)
+    assert total > 0

@@ -1,0 +1,1169 @@
+"""Exact Gaussian-process regression by Cholesky factorisation.
+
+The model (Rasmussen & Williams, "Gaussian Processes for Machine Learning", 2006, ch. 2
+and 5): ``y = f(X) + eps`` with ``f ~ GP(0, k)``, ``eps ~ N(0, noise I)`` and the RBF
+kernel of :mod:`minivae.kernels.rbf`,
+
+.. math::
+
+    k(x_i, x_j) = s\\, a_i a_j \\exp\\Big(-\\tfrac12 \\sum_k (x_{ik} - x_{jk})^2 / l_k^2\\Big)
+
+(amplitudes ``a`` only in :func:`posterior_mean`). The hyperparameters live in log space
+in one vector ``theta = (log l_1 .. log l_p, log s, log noise)``, ``p = 1`` (isotropic)
+or ``p = d`` (ARD).
+
+Contents, top to bottom:
+
+- :func:`cholesky_with_jitter`: the factorisation every solve here goes through;
+- :func:`log_marginal_likelihood`: the LML and its analytic gradient (Algorithm 2.1,
+  eq. 5.9) without any n x n x d tensor and with one n x n work matrix on the host;
+- :func:`posterior_mean` and :func:`posterior_mean_backward`: the posterior mean as a
+  differentiable function of the training targets, the hyperparameters and per-point
+  amplitudes (used by Variational Autoencoded Regression);
+- :class:`GPRegressor`: fit (L-BFGS-B with restarts), predict, sample, save, load;
+- :func:`fit_csv`: fit a CSV file and write a plot and metrics (the ``minivae train gp``
+  command).
+
+The derivations are in docs/derivations.md, section "Gaussian processes".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+
+from .backend import Backend, get_backend, resolve_dtype
+from .errors import DataError, NotPositiveDefiniteError
+from .kernels import rbf_grad_contract, rbf_matrix
+
+#: Default hyperparameter bounds (natural units, applied to every hyperparameter), as in
+#: scikit-learn's kernels.
+DEFAULT_BOUNDS = (1e-5, 1e5)
+
+#: First jitter, relative to the mean of the diagonal; it grows x10 per retry.
+JITTER_START = 1e-8
+
+#: How many times jitter is added before giving up.
+JITTER_TRIES = 5
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# Rows per block when a triangle is copied onto the other in place (bounds the temporary).
+_TRIANGLE_BLOCK = 256
+
+
+class JitterWarning(UserWarning):
+    """A Cholesky factorisation succeeded only after jitter was added to the diagonal."""
+
+
+# ---------------------------------------------------------------------------------------
+# Cholesky machinery
+# ---------------------------------------------------------------------------------------
+
+
+def _kernel_impl(backend: Backend) -> str:
+    """The kernel implementation to call on ``backend``."""
+    return backend.kernel_impl
+
+
+def _mirror_lower_to_upper(M) -> None:
+    """Copy the lower triangle of the square host array ``M`` onto its upper triangle.
+
+    In place, a block of rows at a time, so the only temporaries are blocks.
+    """
+    n = M.shape[0]
+    for start in range(0, n, _TRIANGLE_BLOCK):
+        stop = min(start + _TRIANGLE_BLOCK, n)
+        block = M[start:stop, start:stop]
+        block[...] = np.tril(block) + np.tril(block, -1).T
+        M[start:stop, stop:] = M[stop:, start:stop].T
+
+
+def _zero_strict_upper(M) -> None:
+    """Set the strict upper triangle of the square host array ``M`` to zero, in place."""
+    n = M.shape[0]
+    for start in range(0, n, _TRIANGLE_BLOCK):
+        stop = min(start + _TRIANGLE_BLOCK, n)
+        block = M[start:stop, start:stop]
+        block[...] = np.tril(block)
+        M[start:stop, stop:] = 0
+
+
+def _fortran_work_matrix(A, overwrite_a: bool):
+    """A Fortran-ordered host array with the values of the symmetric ``A``.
+
+    LAPACK works in place only on Fortran-ordered arrays. For a C-ordered symmetric
+    ``A`` its transpose is such an array with the same values, so no copy is needed.
+    """
+    if overwrite_a and A.flags.f_contiguous:
+        return A
+    if overwrite_a and A.flags.c_contiguous:
+        return A.T
+    return np.array(A, order="F")
+
+
+def _not_pd_message(n: int, jitter: float, mean_diag: float) -> str:
+    return (
+        f"the {n} x {n} kernel matrix is not positive definite, even after adding jitter "
+        f"{jitter:.3g} ({jitter / mean_diag:.0e} x its mean diagonal {mean_diag:.3g}) to "
+        "the diagonal; raise the noise variance, look for duplicate or nearly duplicate "
+        "rows in X, or use a shorter lengthscale"
+    )
+
+
+def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
+    """Lower Cholesky factor of a symmetric positive-(semi)definite matrix, with jitter.
+
+    Parameters
+    ----------
+    A : (n, n) array on ``backend``
+        Symmetric. Only one triangle is read.
+    backend : Backend or str, optional
+        Device of ``A``; default ``"cpu"``.
+    overwrite_a : bool, default False
+        On the host, factorise in the memory of ``A`` (no n x n copy); ``A`` is
+        destroyed. On the GPU a copy is always made.
+
+    Returns
+    -------
+    L : (n, n) array
+        Lower triangular (strict upper triangle zero) with ``L L^T = A + jitter I``.
+        On the host it is Fortran-ordered.
+    jitter : float
+        What was added to the diagonal (0.0 when the first attempt succeeded).
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        If ``A`` has non-finite diagonal entries, or if the factorisation still fails
+        after ``JITTER_TRIES`` attempts with jitter.
+
+    Warns
+    -----
+    JitterWarning
+        When jitter was needed, with its value.
+
+    Notes
+    -----
+    The jitter starts at ``JITTER_START * mean(diag(A))`` and grows x10 per attempt,
+    ``JITTER_TRIES`` attempts at most (1e-8 .. 1e-4 of the mean diagonal). It is added
+    only when the plain factorisation failed. On the host, LAPACK ``potrf`` overwrites
+    the lower triangle only, so after a failure the matrix is restored from its intact
+    upper triangle and a saved copy of the diagonal: retries cost no n x n memory.
+    """
+    backend = get_backend("cpu" if backend is None else backend)
+    xp = backend.xp
+    n = A.shape[0]
+    if A.ndim != 2 or A.shape[1] != n:
+        raise ValueError(f"cholesky_with_jitter needs a square matrix, got shape {A.shape}")
+    diag = xp.diagonal(A).copy()
+    if not bool(xp.all(xp.isfinite(diag))):
+        raise NotPositiveDefiniteError(
+            f"the {n} x {n} kernel matrix has non-finite diagonal entries; check the inputs "
+            "and the hyperparameters for NaN, Inf or overflow"
+        )
+    # The jitter scale; 1.0 when the diagonal is all zeros (nothing else to go by).
+    mean_diag = float(xp.mean(xp.abs(diag))) if n else 0.0
+    mean_diag = mean_diag if mean_diag > 0.0 else 1.0
+    if xp is np:
+        L, jitter = _host_cholesky_with_jitter(A, diag, mean_diag, overwrite_a)
+    else:
+        L, jitter = _device_cholesky_with_jitter(A, mean_diag, backend)
+    if jitter > 0.0:
+        warnings.warn(
+            f"Cholesky factorisation of the {n} x {n} kernel matrix failed; it succeeded "
+            f"after adding jitter {jitter:.3g} ({jitter / mean_diag:.0e} x the mean "
+            f"diagonal) to the diagonal",
+            JitterWarning,
+            stacklevel=2,
+        )
+    return L, jitter
+
+
+def _jitters(mean_diag: float):
+    """0, then the growing jitter values to try."""
+    yield 0.0
+    for attempt in range(JITTER_TRIES):
+        yield JITTER_START * 10.0**attempt * mean_diag
+
+
+def _host_cholesky_with_jitter(A, diag, mean_diag, overwrite_a):
+    from scipy.linalg import get_lapack_funcs
+
+    work = _fortran_work_matrix(A, overwrite_a)
+    (potrf,) = get_lapack_funcs(("potrf",), (work,))
+    n = work.shape[0]
+    idx = np.arange(n)
+    for jitter in _jitters(mean_diag):
+        if jitter > 0.0:
+            # potrf overwrote (part of) the lower triangle and the diagonal: restore both.
+            _mirror_lower_to_upper(work.T)
+            work[idx, idx] = diag + jitter
+        L, info = potrf(work, lower=1, overwrite_a=1, clean=0)
+        if info < 0:  # pragma: no cover - an argument error is a bug here
+            raise ValueError(f"LAPACK potrf: illegal argument {-info}")
+        if info == 0:
+            if not np.all(np.isfinite(L.diagonal())):
+                raise NotPositiveDefiniteError(
+                    f"the {n} x {n} kernel matrix has non-finite entries; check the inputs "
+                    "and the hyperparameters for NaN, Inf or overflow"
+                )
+            _zero_strict_upper(L)
+            return L, jitter
+    raise NotPositiveDefiniteError(_not_pd_message(n, jitter, mean_diag))
+
+
+def _device_cholesky_with_jitter(A, mean_diag, backend):
+    xp = backend.xp
+    n = A.shape[0]
+    for jitter in _jitters(mean_diag):
+        try:
+            L = backend.cholesky(A if jitter == 0.0 else A + jitter * xp.eye(n, dtype=A.dtype))
+        except np.linalg.LinAlgError:
+            continue
+        return L, jitter
+    raise NotPositiveDefiniteError(_not_pd_message(n, jitter, mean_diag))
+
+
+def _cho_solve(L, B, backend):
+    """Solve ``(L L^T) X = B`` given the lower Cholesky factor ``L``."""
+    if backend.xp is np:
+        from scipy.linalg import cho_solve
+
+        return cho_solve((L, True), B, check_finite=False)
+    return backend.cho_solve(L, B)
+
+
+def _add_to_diagonal(A, value, xp) -> None:
+    """``A += value * I`` in place."""
+    n = A.shape[0]
+    idx = xp.arange(n)
+    A[idx, idx] += value
+
+
+def _lml_weight_matrix(L, alpha, backend):
+    """``W = alpha alpha^T - t K^-1`` from the Cholesky factor; destroys ``L`` on the host.
+
+    On the host ``K^-1`` is formed in the memory of ``L`` (LAPACK ``potri``) and
+    ``alpha alpha^T`` is added to it there (BLAS ``syrk``), so W costs no new n x n array.
+    """
+    t = alpha.shape[1]
+    if backend.xp is not np:
+        n = L.shape[0]
+        K_inv = backend.cho_solve(L, backend.xp.eye(n, dtype=L.dtype))
+        return alpha @ alpha.T - t * K_inv
+    from scipy.linalg import get_blas_funcs, get_lapack_funcs
+
+    (potri,) = get_lapack_funcs(("potri",), (L,))
+    (syrk,) = get_blas_funcs(("syrk",), (L,))
+    K_inv, info = potri(L, lower=1, overwrite_c=1)
+    if info != 0:  # pragma: no cover - L came from a successful potrf
+        raise NotPositiveDefiniteError(f"LAPACK potri failed (info={info})")
+    W = syrk(1.0, alpha, beta=-float(t), c=K_inv, lower=1, overwrite_c=1)
+    _mirror_lower_to_upper(W)
+    return W
+
+
+# ---------------------------------------------------------------------------------------
+# Hyperparameters
+# ---------------------------------------------------------------------------------------
+
+
+def unpack_theta(theta, n_features: int):
+    """Split ``theta = (log l_1..l_p, log s, log noise)`` into natural units.
+
+    Parameters
+    ----------
+    theta : (p + 2,) array
+        ``p = 1`` (isotropic) or ``p = n_features`` (ARD).
+    n_features : int
+
+    Returns
+    -------
+    lengthscale : float or (p,) ndarray
+        A float when isotropic.
+    variance : float
+    noise : float
+        The noise variance.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.ndim != 1 or theta.size not in (3, n_features + 2):
+        raise ValueError(
+            f"theta has shape {theta.shape}; expected ({3},) (isotropic) or "
+            f"({n_features + 2},) (ARD with {n_features} features): log lengthscale(s), "
+            "log variance, log noise"
+        )
+    if np.any(np.isnan(theta)) or np.any(theta == np.inf) or np.any(theta[:-1] == -np.inf):
+        raise ValueError(
+            f"theta = {theta} must be finite (only log noise may be -inf, for noise 0)"
+        )
+    log_ls = theta[:-2]
+    lengthscale = float(np.exp(log_ls[0])) if log_ls.size == 1 else np.exp(log_ls)
+    return lengthscale, float(np.exp(theta[-2])), float(np.exp(theta[-1]))
+
+
+# ---------------------------------------------------------------------------------------
+# Log marginal likelihood
+# ---------------------------------------------------------------------------------------
+
+
+def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
+    """Log marginal likelihood of targets ``Y`` under the GP, summed over output columns.
+
+    Parameters
+    ----------
+    X : (n, d) array on ``backend``
+    Y : (n, t) array on ``backend``
+        ``t`` outputs sharing one kernel.
+    theta : (p + 2,) array
+        ``(log l_1..l_p, log s, log noise)``, ``p`` in {1, d}.
+    backend : Backend or str, optional
+        Default ``"cpu"``.
+    eval_gradient : bool, default False
+
+    Returns
+    -------
+    lml : float
+    dtheta : (p + 2,) ndarray, only when ``eval_gradient``
+        d lml / d theta.
+
+    Notes
+    -----
+    With ``A = K + noise I = L L^T`` and ``alpha = A^-1 Y`` (Rasmussen & Williams,
+    Algorithm 2.1 and eq. 5.9; derivation in docs/derivations.md, "GP log marginal
+    likelihood and its gradient"):
+
+    .. math::
+
+        \\log p(Y) = -\\tfrac12 \\operatorname{tr}(Y^T \\alpha) - t \\sum_i \\log L_{ii}
+                     - \\tfrac{n t}{2} \\log 2\\pi, \\qquad
+        \\frac{\\partial \\log p}{\\partial \\theta_j}
+            = \\tfrac12 \\operatorname{tr}\\big(W \\partial A / \\partial \\theta_j\\big),
+        \\quad W = \\alpha \\alpha^T - t A^{-1}.
+
+    The kernel terms come from one :func:`minivae.kernels.rbf_grad_contract` call (no
+    n x n x d tensor); the noise term is ``0.5 noise tr(W)``. On the host the whole
+    computation holds one n x n matrix: K, overwritten by L, then by A^-1, then by W.
+    """
+    backend = get_backend("cpu" if backend is None else backend)
+    xp = backend.xp
+    n, t = Y.shape
+    lengthscale, variance, noise = unpack_theta(theta, X.shape[1])
+    impl = _kernel_impl(backend)
+    K = rbf_matrix(X, None, lengthscale, variance, impl=impl)
+    _add_to_diagonal(K, noise, xp)
+    # Algorithm 2.1, line 2: L = cholesky(K + noise I)
+    L, _ = cholesky_with_jitter(K, backend, overwrite_a=True)
+    # Line 3: alpha = L^T \ (L \ y)
+    alpha = _cho_solve(L, Y, backend)
+    # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi, summed over outputs
+    lml = (
+        -0.5 * float(xp.sum(Y * alpha))
+        - t * float(xp.sum(xp.log(xp.diagonal(L))))
+        - 0.5 * n * t * _LOG_2PI
+    )
+    if not eval_gradient:
+        return lml
+    # Eq. 5.9: d lml / d theta_j = 1/2 tr(W dA/dtheta_j), W = alpha alpha^T - t A^-1
+    W = _lml_weight_matrix(L, alpha, backend)
+    noise_term = 0.5 * noise * float(xp.trace(W))
+    # W is symmetric, so its transpose (C-ordered when W is Fortran-ordered) has its values.
+    kernel_terms, _ = rbf_grad_contract(W.T, X, lengthscale, variance, impl=impl)
+    dtheta = np.append(backend.to_host(kernel_terms).astype(np.float64), noise_term)
+    return lml, dtheta
+
+
+# ---------------------------------------------------------------------------------------
+# Posterior mean as a differentiable function (for Variational Autoencoded Regression)
+# ---------------------------------------------------------------------------------------
+
+
+def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, backend=None):
+    """GP posterior mean ``K(X*, X) (K(X, X) + noise I)^-1 Z`` and a cache for its backward.
+
+    Parameters
+    ----------
+    X_train : (N, d) array on ``backend``
+        Training inputs (in VAR: the anchors' low-dimensional inputs).
+    Z : (N, k) array
+        Training targets (in VAR: the anchors' latent codes).
+    X_test : (m, d) array
+        Where the mean is wanted.
+    theta : (p + 2,) array
+        ``(log l_1..l_p, log s, log noise)``, ``p`` in {1, d}.
+    amp_train : (N,) array or None
+        Per-point amplitudes ``a`` of the training points (in VAR ``sqrt(sigma_i)``).
+    amp_test : (m,) array or None
+        Amplitudes ``b`` of the test points. If only one of the two is given the other
+        is taken as ones.
+    backend : Backend or str, optional
+        Default ``"cpu"``.
+
+    Returns
+    -------
+    mean : (m, k) array
+    cache : dict
+        What :func:`posterior_mean_backward` needs.
+
+    Notes
+    -----
+    The kernel is ``k(x_i, x_j) = s a_i a_j exp(-0.5 sum_k (x_ik - x_jk)^2 / l_k^2)``:
+
+    .. math::
+
+        A = K(X, X) + s_n I = L L^T, \\quad \\alpha = A^{-1} Z, \\quad
+        m = K(X_*, X)\\, \\alpha .
+    """
+    backend = get_backend("cpu" if backend is None else backend)
+    xp = backend.xp
+    X_train, Z, X_test = (xp.asarray(a) for a in (X_train, Z, X_test))
+    _check_posterior_shapes(X_train, Z, X_test, amp_train, amp_test)
+    lengthscale, variance, noise = unpack_theta(theta, X_train.shape[1])
+    use_amp = amp_train is not None or amp_test is not None
+    if use_amp:
+        dtype = X_train.dtype
+        amp_x = xp.ones(X_train.shape[0], dtype) if amp_train is None else xp.asarray(amp_train)
+        amp_s = xp.ones(X_test.shape[0], dtype) if amp_test is None else xp.asarray(amp_test)
+    else:
+        amp_x = amp_s = None
+    impl = _kernel_impl(backend)
+    A = rbf_matrix(X_train, None, lengthscale, variance, amp_x=amp_x, impl=impl)
+    _add_to_diagonal(A, noise, xp)
+    L, _ = cholesky_with_jitter(A, backend, overwrite_a=True)
+    alpha = _cho_solve(L, Z, backend)
+    K_star = rbf_matrix(X_test, X_train, lengthscale, variance, amp_x=amp_s, amp_y=amp_x, impl=impl)
+    mean = K_star @ alpha
+    cache = {
+        "backend": backend,
+        "X_train": X_train,
+        "X_test": X_test,
+        "theta": np.asarray(theta, dtype=np.float64),
+        "amp_train": amp_x,
+        "amp_test": amp_s,
+        "has_amp_train": amp_train is not None,
+        "has_amp_test": amp_test is not None,
+        "L": L,
+        "alpha": alpha,
+        "K_star": K_star,
+    }
+    return mean, cache
+
+
+def _check_posterior_shapes(X_train, Z, X_test, amp_train, amp_test) -> None:
+    if X_train.ndim != 2 or X_test.ndim != 2 or Z.ndim != 2:
+        raise DataError(
+            f"posterior_mean needs 2-D X_train, Z and X_test; got shapes {X_train.shape}, "
+            f"{Z.shape} and {X_test.shape}"
+        )
+    if Z.shape[0] != X_train.shape[0]:
+        raise DataError(
+            f"Z has {Z.shape[0]} rows but X_train has {X_train.shape[0]}; give one target "
+            "row per training input"
+        )
+    if X_test.shape[1] != X_train.shape[1]:
+        raise DataError(
+            f"X_test has {X_test.shape[1]} columns but X_train has {X_train.shape[1]}"
+        )
+    for name, amp, rows in (("amp_train", amp_train, X_train.shape[0]),
+                            ("amp_test", amp_test, X_test.shape[0])):
+        if amp is not None and tuple(amp.shape) != (rows,):
+            raise DataError(f"{name} has shape {tuple(amp.shape)}; expected ({rows},)")
+
+
+def posterior_mean_backward(dmean, cache):
+    """Gradients of a loss through :func:`posterior_mean`.
+
+    Derivation: docs/derivations.md, "Backward of the GP posterior mean".
+
+    Parameters
+    ----------
+    dmean : (m, k) array
+        d loss / d mean.
+    cache : dict
+        From :func:`posterior_mean`.
+
+    Returns
+    -------
+    grads : dict
+        ``dZ`` (N, k); ``dtheta`` (p + 2,) NumPy array in theta's order; ``damp_train``
+        (N,) and ``damp_test`` (m,), each None when that amplitude was not given.
+
+    Notes
+    -----
+    With ``G_A = -dZ alpha^T`` and ``G_* = dmean alpha^T`` (the gradients with respect
+    to A and K(X*, X)):
+
+    .. math::
+
+        d\\alpha = K_*^T\\, d m, \\quad dZ = A^{-1} d\\alpha, \\quad
+        W = \\begin{pmatrix} G_A + G_A^T & G_*^T \\\\ G_* & 0 \\end{pmatrix},
+
+    and one :func:`minivae.kernels.rbf_grad_contract` call on the stacked inputs
+    ``[X; X*]`` with amplitudes ``[a; b]`` and weights W gives the lengthscale and
+    variance gradients and both amplitude gradients. The noise gradient is
+    ``noise tr(G_A) = -noise sum(dZ * alpha)``.
+    """
+    backend = cache["backend"]
+    xp = backend.xp
+    alpha, K_star, L = cache["alpha"], cache["K_star"], cache["L"]
+    X_train, X_test = cache["X_train"], cache["X_test"]
+    lengthscale, variance, noise = unpack_theta(cache["theta"], X_train.shape[1])
+    n_train = X_train.shape[0]
+    dmean = xp.asarray(dmean)
+    dalpha = K_star.T @ dmean
+    dZ = _cho_solve(L, dalpha, backend)
+    grad_A = -(dZ @ alpha.T)
+    grad_K_star_T = alpha @ dmean.T
+    W = xp.zeros((n_train + X_test.shape[0],) * 2, dtype=alpha.dtype)
+    W[:n_train, :n_train] = grad_A + grad_A.T
+    W[:n_train, n_train:] = grad_K_star_T
+    W[n_train:, :n_train] = grad_K_star_T.T
+    use_amp = cache["amp_train"] is not None
+    amp = xp.concatenate([cache["amp_train"], cache["amp_test"]]) if use_amp else None
+    kernel_terms, damp = rbf_grad_contract(
+        W, xp.concatenate([X_train, X_test]), lengthscale, variance, amp=amp,
+        impl=_kernel_impl(backend),
+    )
+    noise_term = -noise * float(xp.sum(dZ * alpha))
+    dtheta = np.append(backend.to_host(kernel_terms).astype(np.float64), noise_term)
+    return {
+        "dZ": dZ,
+        "dtheta": dtheta,
+        "damp_train": damp[:n_train] if cache["has_amp_train"] else None,
+        "damp_test": damp[n_train:] if cache["has_amp_test"] else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------
+
+
+def _first_bad_row(bad) -> int:
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    return int(rows[0])
+
+
+def _check_finite(A, name: str) -> None:
+    nan, inf = np.isnan(A), np.isinf(A)
+    for what, bad, fix in (("NaN", nan, "remove or impute them"),
+                           ("infinite", inf, "remove them or rescale the data")):
+        count = int(bad.sum())
+        if count:
+            raise DataError(
+                f"{name} has {count} {what} values (first at row {_first_bad_row(bad)}); {fix}"
+            )
+
+
+def _as_host_float(A, name: str) -> np.ndarray:
+    """``A`` as a host float64 array; DataError for non-numeric input."""
+    if hasattr(A, "__cuda_array_interface__") and hasattr(A, "get"):
+        A = A.get()
+    try:
+        A = np.asarray(A, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must be numeric; converting it to float failed: {exc}") from exc
+    return A
+
+
+def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
+    X = _as_host_float(X, name)
+    if X.ndim != 2:
+        hint = f"; for one feature use {name}.reshape(-1, 1)" if X.ndim == 1 else ""
+        raise DataError(f"{name} must be 2-D (one row per point), got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise DataError(f"{name} has zero rows; give at least one point")
+    if X.shape[1] == 0:
+        raise DataError(f"{name} has zero columns; give at least one feature")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"{name} has {X.shape[1]} columns but the model was fitted on {n_features}; "
+            f"give points with {n_features} features"
+        )
+    _check_finite(X, name)
+    return X
+
+
+def _check_y(y, n_rows: int) -> np.ndarray:
+    y = _as_host_float(y, "y")
+    if y.ndim not in (1, 2):
+        raise DataError(f"y must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}")
+    if y.shape[0] != n_rows:
+        raise DataError(f"y has {y.shape[0]} rows but X has {n_rows}; give one target per row")
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise DataError("y has zero columns; give at least one output")
+    _check_finite(y, "y")
+    return y
+
+
+def _check_positive(value, name: str, allow_zero: bool = False) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    ok = (arr >= 0) if allow_zero else (arr > 0)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or not np.all(ok):
+        need = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be finite and {need}, got {value!r}")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+
+class GPRegressor:
+    """Exact Gaussian-process regression with an RBF kernel, fitted by Cholesky.
+
+    Parameters
+    ----------
+    lengthscale : float or (d,) array, default 1.0
+        Initial (or, with ``optimize=False``, fixed) lengthscale(s). A scalar with
+        ``ard=True`` is used for every feature.
+    variance : float, default 1.0
+        Signal variance ``s`` (the kernel's value at distance 0).
+    noise : float, default 1e-2
+        Noise VARIANCE (not standard deviation) of the targets. 0 is allowed with
+        ``optimize=False`` (noise-free interpolation; jitter keeps it solvable).
+    ard : bool, default False
+        One lengthscale per feature (automatic relevance determination).
+    optimize : bool, default True
+        Maximise the log marginal likelihood over the hyperparameters in ``fit``.
+    n_restarts : int, default 0
+        Extra L-BFGS-B runs from starts drawn uniformly (in log space) within the bounds.
+    bounds : None, (low, high) or (p + 2, 2) array-like
+        Bounds for the optimiser in natural units, in theta's order (lengthscale(s),
+        variance, noise); one pair applies to all. Default ``(1e-5, 1e5)`` for each,
+        as scikit-learn's kernels.
+    normalize_y : bool, default False
+        Subtract each output's mean and divide by its standard deviation before fitting;
+        predictions are mapped back.
+    dtype : {"float64", "float32"}, default "float64"
+    seed : int, default 0
+        Seeds the model's Generator (restarts and :meth:`sample_y`).
+    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
+
+    Attributes
+    ----------
+    theta_ : (p + 2,) ndarray
+        Fitted ``(log l_1..l_p, log s, log noise)``.
+    lengthscale_ : float or (d,) ndarray
+    variance_ : float
+    noise_ : float
+        Fitted noise variance.
+    log_marginal_likelihood_value_ : float
+        At ``theta_``, summed over outputs (of the normalised targets if normalize_y).
+    X_train_ : (n, d) array on the device
+    L_ : (n, n) array on the device
+        Lower Cholesky factor of ``K + noise_ I``.
+    alpha_ : (n, t) array on the device
+        ``(K + noise_ I)^-1 y`` (normalised y if normalize_y).
+
+    Notes
+    -----
+    Fit and predict follow Rasmussen & Williams, Algorithm 2.1 (line numbers in the
+    comments); the gradient is their eq. 5.9, derived in docs/derivations.md.
+    Several outputs (y of shape (n, t)) share one kernel and one set of hyperparameters;
+    their log marginal likelihoods add up.
+    """
+
+    def __init__(self, lengthscale=1.0, variance=1.0, noise=1e-2, ard=False, optimize=True,
+                 n_restarts=0, bounds=None, normalize_y=False, dtype="float64", seed=0,
+                 device="cpu"):
+        self.lengthscale = _check_positive(lengthscale, "lengthscale")
+        if self.lengthscale.ndim > 1 or (not ard and self.lengthscale.size != 1):
+            raise ValueError(
+                f"lengthscale={lengthscale!r}: give one value, or one per feature with ard=True"
+            )
+        self.variance = float(_check_positive(variance, "variance"))
+        self.noise = float(_check_positive(noise, "noise", allow_zero=True))
+        if optimize and self.noise == 0.0:
+            raise ValueError(
+                "noise=0 cannot be optimised (its log is -inf); give a positive initial "
+                "noise, or optimize=False for noise-free interpolation"
+            )
+        if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 0:
+            raise ValueError(f"n_restarts must be a non-negative integer, got {n_restarts!r}")
+        self.ard = bool(ard)
+        self.optimize = bool(optimize)
+        self.n_restarts = int(n_restarts)
+        self.bounds = bounds
+        self.normalize_y = bool(normalize_y)
+        self.dtype = resolve_dtype(dtype)
+        self.seed = seed
+        self.backend = get_backend(device)
+        self.device = self.backend.name
+
+    # ---- hyperparameters -----------------------------------------------------------
+
+    def _n_lengthscales(self, n_features: int) -> int:
+        return n_features if self.ard else 1
+
+    def _initial_theta(self, n_features: int) -> np.ndarray:
+        p = self._n_lengthscales(n_features)
+        if self.lengthscale.size not in (1, p):
+            raise ValueError(
+                f"lengthscale has {self.lengthscale.size} values but X has {n_features} "
+                "features; give one value or one per feature"
+            )
+        log_ls = np.broadcast_to(np.log(self.lengthscale.reshape(-1)), (p,))
+        with np.errstate(divide="ignore"):  # noise 0 -> log noise -inf, allowed when fixed
+            return np.concatenate([log_ls, [np.log(self.variance), np.log(self.noise)]])
+
+    def _log_bounds(self, n_theta: int) -> np.ndarray:
+        """Optimiser bounds in log space, shape (n_theta, 2)."""
+        bounds = DEFAULT_BOUNDS if self.bounds is None else self.bounds
+        arr = np.asarray(bounds, dtype=np.float64)
+        if arr.shape == (2,):
+            arr = np.tile(arr, (n_theta, 1))
+        if arr.shape != (n_theta, 2):
+            raise ValueError(
+                f"bounds has shape {np.shape(bounds)}; give one (low, high) pair or "
+                f"{n_theta} pairs (lengthscale(s), variance, noise)"
+            )
+        if not (np.all(np.isfinite(arr)) and np.all(arr[:, 0] > 0) and np.all(arr[:, 1] > arr[:, 0])):
+            raise ValueError(
+                f"bounds {arr.tolist()} must be finite pairs with 0 < low < high "
+                "(natural units, not logs)"
+            )
+        return np.log(arr)
+
+    def _set_hyperparameters(self, theta) -> None:
+        self.theta_ = np.asarray(theta, dtype=np.float64).copy()
+        self.lengthscale_, self.variance_, self.noise_ = unpack_theta(self.theta_, self.n_features_in_)
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Fit to inputs ``X`` (n, d) and targets ``y`` (n,) or (n, t).
+
+        With ``optimize=True`` the hyperparameters maximise the log marginal likelihood
+        (L-BFGS-B on theta with the analytic gradient, from the initial values and from
+        ``n_restarts`` random starts; the best run wins).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        DataError
+            For NaN/Inf, zero rows, or mismatched lengths.
+        NotPositiveDefiniteError
+            If the kernel matrix cannot be factorised even with jitter; during
+            optimisation the message gives the theta where it happened.
+        """
+        X = _check_X(X)
+        y = _check_y(y, X.shape[0])
+        self.n_features_in_ = X.shape[1]
+        self._y_ndim = y.ndim
+        Y = y.reshape(y.shape[0], -1)
+        if self.normalize_y:
+            self._y_mean = Y.mean(axis=0)
+            std = Y.std(axis=0)
+            self._y_std = np.where(std > 0, std, 1.0)  # a constant output is only centred
+        else:
+            self._y_mean = np.zeros(Y.shape[1])
+            self._y_std = np.ones(Y.shape[1])
+        xp_asarray = self.backend.asarray
+        self.X_train_ = xp_asarray(X, dtype=self.dtype)
+        self.y_train_ = xp_asarray((Y - self._y_mean) / self._y_std, dtype=self.dtype)
+        self._rng = np.random.default_rng(self.seed)
+        theta = self._initial_theta(self.n_features_in_)
+        if self.optimize:
+            theta = self._optimize(theta)
+        self._set_hyperparameters(theta)
+        self._factorize()
+        return self
+
+    def _lml(self, theta, eval_gradient):
+        try:
+            return log_marginal_likelihood(
+                self.X_train_, self.y_train_, theta, self.backend, eval_gradient
+            )
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(
+                f"at theta = {np.array2string(np.asarray(theta), precision=6)} "
+                "(log lengthscale(s), log variance, log noise): " + str(exc)
+            ) from exc
+
+    def _optimize(self, theta0) -> np.ndarray:
+        from scipy.optimize import minimize
+
+        log_bounds = self._log_bounds(theta0.size)
+        outside = (theta0 < log_bounds[:, 0]) | (theta0 > log_bounds[:, 1])
+        if np.any(outside):
+            raise ValueError(
+                f"the initial hyperparameters exp(theta) = {np.exp(theta0)} lie outside the "
+                f"bounds {np.exp(log_bounds).tolist()}; change the initial values or the bounds"
+            )
+
+        def negative_lml(theta):
+            lml, dtheta = self._lml(theta, eval_gradient=True)
+            return -lml, -dtheta
+
+        starts = [theta0] + [
+            self._rng.uniform(log_bounds[:, 0], log_bounds[:, 1]) for _ in range(self.n_restarts)
+        ]
+        best_theta, best_value = None, np.inf
+        for start in starts:
+            result = minimize(negative_lml, start, jac=True, method="L-BFGS-B",
+                              bounds=log_bounds, options={"ftol": 1e-12, "gtol": 1e-8})
+            if result.fun < best_value:
+                best_theta, best_value = result.x, result.fun
+        return best_theta
+
+    def _factorize(self) -> None:
+        """Algorithm 2.1, lines 2, 3 and 7 at the fitted theta."""
+        xp = self.backend.xp
+        impl = _kernel_impl(self.backend)
+        n, t = self.y_train_.shape
+        K = rbf_matrix(self.X_train_, None, self.lengthscale_, self.variance_, impl=impl)
+        _add_to_diagonal(K, self.noise_, xp)
+        # Line 2: L = cholesky(K + noise I)
+        self.L_, self.jitter_ = cholesky_with_jitter(K, self.backend, overwrite_a=True)
+        # Line 3: alpha = L^T \ (L \ y)
+        self.alpha_ = _cho_solve(self.L_, self.y_train_, self.backend)
+        # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi (summed over outputs)
+        self.log_marginal_likelihood_value_ = (
+            -0.5 * float(xp.sum(self.y_train_ * self.alpha_))
+            - t * float(xp.sum(xp.log(xp.diagonal(self.L_))))
+            - 0.5 * n * t * _LOG_2PI
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise RuntimeError("this GPRegressor is not fitted yet; call fit(X, y) first")
+
+    def log_marginal_likelihood(self, theta=None, eval_gradient=False):
+        """Log marginal likelihood of the training targets, summed over outputs.
+
+        Parameters
+        ----------
+        theta : (p + 2,) array or None
+            ``(log lengthscale(s), log variance, log noise)``; None means ``theta_``.
+        eval_gradient : bool, default False
+
+        Returns
+        -------
+        lml : float
+        dtheta : (p + 2,) ndarray, only when ``eval_gradient``
+            Derivation: docs/derivations.md, "GP log marginal likelihood and its gradient".
+        """
+        self._check_fitted()
+        if theta is None:
+            if not eval_gradient:
+                return self.log_marginal_likelihood_value_
+            theta = self.theta_
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != self.theta_.shape:
+            raise ValueError(
+                f"theta has shape {theta.shape} but this model has {self.theta_.size} "
+                "hyperparameters (log lengthscale(s), log variance, log noise)"
+            )
+        return self._lml(theta, eval_gradient)
+
+    # ---- prediction ----------------------------------------------------------------
+
+    def _latent_moments(self, X, spread: str | None):
+        """Mean (m, t) of the normalised outputs and, if asked, the latent f's spread.
+
+        ``spread``: None, ``"var"`` (variances, (m,)) or ``"cov"`` (covariance, (m, m)).
+        """
+        xp = self.backend.xp
+        impl = _kernel_impl(self.backend)
+        X_test = self.backend.asarray(X, dtype=self.dtype)
+        K_star = rbf_matrix(X_test, self.X_train_, self.lengthscale_, self.variance_, impl=impl)
+        # Line 4: mean = K(X*, X) alpha
+        mean = K_star @ self.alpha_
+        if spread is None:
+            return mean, None
+        # Line 5: v = L \ K(X, X*)
+        v = self.backend.solve_triangular(self.L_, K_star.T, lower=True)
+        del K_star
+        # Line 6: V[f*] = K(X*, X*) - v^T v
+        if spread == "cov":
+            K_test = rbf_matrix(X_test, None, self.lengthscale_, self.variance_, impl=impl)
+            return mean, K_test - v.T @ v
+        # Round-off can push a variance slightly below 0 where it is ~0: clip at 0.
+        return mean, xp.maximum(self.variance_ - xp.einsum("ij,ij->j", v, v), 0.0)
+
+    def _output_shape(self, A):
+        """Drop the output axis for a model fitted on 1-D y."""
+        return A[:, 0] if self._y_ndim == 1 else A
+
+    def predict(self, X, return_std=False, return_cov=False, include_noise=False):
+        """Posterior predictive mean, and optionally its standard deviation or covariance.
+
+        Parameters
+        ----------
+        X : (m, d) array
+        return_std, return_cov : bool
+            At most one of them.
+        include_noise : bool, default False
+            False: the std/cov of the latent f; True: of a new noisy observation y
+            (adds the noise variance).
+
+        Returns
+        -------
+        mean : (m,) ndarray if y was 1-D, else (m, t)
+        std : (m,) ndarray, only with return_std
+            Shared by all outputs (one kernel); with normalize_y it is scaled by each
+            output's standard deviation and has shape (m, t) for 2-D y.
+        cov : (m, m) ndarray, only with return_cov
+            (m, m, t) with normalize_y and 2-D y, as std.
+
+        All results are NumPy arrays, whatever the device.
+        """
+        self._check_fitted()
+        if return_std and return_cov:
+            raise ValueError("return_std and return_cov cannot both be True; ask for one")
+        X = _check_X(X, "X", self.n_features_in_)
+        spread_kind = "cov" if return_cov else "var" if return_std else None
+        mean, spread = self._latent_moments(X, spread_kind)
+        mean = self.backend.to_host(mean) * self._y_std + self._y_mean
+        mean = self._output_shape(mean)
+        if spread_kind is None:
+            return mean
+        spread = self.backend.to_host(spread).astype(np.float64)
+        if return_cov:
+            if include_noise:
+                spread[np.diag_indices_from(spread)] += self.noise_
+            return mean, self._scale_spread(spread, self._y_std**2)
+        if include_noise:
+            spread = spread + self.noise_
+        return mean, self._scale_spread(np.sqrt(spread), self._y_std)
+
+    def _scale_spread(self, spread, scale):
+        """Scale a shared std/cov per output (normalize_y); keep it shared otherwise."""
+        if not self.normalize_y:
+            return spread
+        scaled = spread[..., None] * scale
+        return scaled[..., 0] if self._y_ndim == 1 else scaled
+
+    def sample_y(self, X, n_samples=1, seed=None, include_noise=False):
+        """Draw functions from the posterior at ``X``.
+
+        Parameters
+        ----------
+        X : (m, d) array
+        n_samples : int, default 1
+        seed : int or None
+            None continues the model's Generator (seeded by ``seed`` at fit).
+        include_noise : bool, default False
+            Add observation noise to the draws.
+
+        Returns
+        -------
+        samples : (m, n_samples) ndarray if y was 1-D, else (m, t, n_samples)
+
+        Notes
+        -----
+        The posterior covariance is often numerically singular, so it is factorised by a
+        symmetric eigendecomposition with negative round-off eigenvalues clipped to 0:
+        ``f = mean + U sqrt(max(w, 0)) eps``.
+        """
+        self._check_fitted()
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        X = _check_X(X, "X", self.n_features_in_)
+        mean, cov = self._latent_moments(X, "cov")
+        mean, cov = self.backend.to_host(mean), self.backend.to_host(cov).astype(np.float64)
+        if include_noise:
+            cov[np.diag_indices_from(cov)] += self.noise_
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)
+        root = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+        rng = self._rng if seed is None else np.random.default_rng(seed)
+        t = mean.shape[1]
+        eps = rng.standard_normal((X.shape[0], t, int(n_samples)))
+        normalised = mean[:, :, None] + np.einsum("ij,jtk->itk", root, eps)
+        samples = normalised * self._y_std[:, None] + self._y_mean[:, None]
+        return samples[:, 0, :] if self._y_ndim == 1 else samples
+
+    # ---- persistence ---------------------------------------------------------------
+
+    def _config(self) -> dict:
+        bounds = self.bounds
+        return {
+            "lengthscale": self.lengthscale.tolist(),
+            "variance": self.variance,
+            "noise": self.noise,
+            "ard": self.ard,
+            "optimize": self.optimize,
+            "n_restarts": self.n_restarts,
+            "bounds": None if bounds is None else np.asarray(bounds, dtype=np.float64).tolist(),
+            "normalize_y": self.normalize_y,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "device": self.device,
+        }
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (a ``.npz`` checkpoint, atomically).
+
+        The file holds the configuration, the training data and the fitted theta; the
+        Cholesky factor is recomputed on load.
+        """
+        from .checkpoint import save_checkpoint
+
+        self._check_fitted()
+        to_host = self.backend.to_host
+        arrays = {
+            "X_train": to_host(self.X_train_),
+            "y_train": to_host(self.y_train_),
+            "theta": self.theta_,
+            "y_mean": self._y_mean,
+            "y_std": self._y_std,
+        }
+        meta = {"config": self._config(), "y_ndim": self._y_ndim}
+        save_checkpoint(path, arrays, meta, kind="GPRegressor")
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Read a model written by :meth:`save`; ``device`` overrides the saved one.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is missing, corrupt, or not a GPRegressor checkpoint.
+        """
+        from .checkpoint import load_checkpoint
+
+        arrays, meta = load_checkpoint(path, kind="GPRegressor")
+        config = dict(meta["config"])
+        if device is not None:
+            config["device"] = device
+        model = cls(**config)
+        model.n_features_in_ = arrays["X_train"].shape[1]
+        model._y_ndim = int(meta["y_ndim"])
+        model._y_mean, model._y_std = arrays["y_mean"], arrays["y_std"]
+        model.X_train_ = model.backend.asarray(arrays["X_train"], dtype=model.dtype)
+        model.y_train_ = model.backend.asarray(arrays["y_train"], dtype=model.dtype)
+        model._rng = np.random.default_rng(model.seed)
+        model._set_hyperparameters(arrays["theta"])
+        model._factorize()
+        return model
+
+
+# ---------------------------------------------------------------------------------------
+# CSV files (the `minivae train gp` command)
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_float(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_xy_csv(path):
+    """Read a CSV file whose last column is the target y and the others the inputs X.
+
+    A first row with any non-numeric field is taken as a header. Blank lines are skipped.
+
+    Returns
+    -------
+    X : (n, d) ndarray
+    y : (n,) ndarray
+    names : list of str
+        The column names (from the header, else ``x1..xd, y``).
+
+    Raises
+    ------
+    DataError
+        If the file is missing or empty, has fewer than 2 columns, rows of different
+        lengths, non-numeric or non-finite values; the message gives the line.
+    """
+    try:
+        with open(path, newline="") as handle:
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1)
+                    if row and any(field.strip() for field in row)]
+    except FileNotFoundError as exc:
+        raise DataError(f"CSV file {str(path)!r} does not exist; check the path") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{str(path)!r} is not a readable CSV text file: {exc}") from exc
+    if not rows:
+        raise DataError(f"CSV file {str(path)!r} is empty; it needs input columns and a last y column")
+    width = len(rows[0][1])
+    header = None
+    if any(_parse_float(field) is None for field in rows[0][1]):
+        header = [field.strip() for field in rows[0][1]]
+        rows = rows[1:]
+    if width < 2:
+        raise DataError(
+            f"CSV file {str(path)!r} has {width} column; it needs at least one input column "
+            "and the target y as the last column"
+        )
+    if not rows:
+        raise DataError(f"CSV file {str(path)!r} has a header but no data rows")
+    values = np.empty((len(rows), width))
+    for index, (line, row) in enumerate(rows):
+        if len(row) != width:
+            raise DataError(
+                f"{str(path)!r} line {line} has {len(row)} fields but the first row has "
+                f"{width}; every row needs the same columns"
+            )
+        for column, field in enumerate(row):
+            value = _parse_float(field)
+            if value is None or not math.isfinite(value):
+                name = header[column] if header else f"column {column + 1}"
+                raise DataError(
+                    f"{str(path)!r} line {line}, {name}: {field!r} is not a finite number; "
+                    "fix or remove that row"
+                )
+            values[index, column] = value
+    names = header or [f"x{k + 1}" for k in range(width - 1)] + ["y"]
+    return values[:, :-1], values[:, -1], names
+
+
+def fit_csv(path, out_dir, ard=False, n_restarts=2, seed=0, normalize_y=True, device="cpu"):
+    """Fit a :class:`GPRegressor` to a CSV file and write the results to ``out_dir``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        CSV file: input columns, then y (see :func:`read_xy_csv`).
+    out_dir : str or PathLike
+        Created if needed. Receives ``metrics.json``, ``model.npz`` and, for one input
+        column, ``gp_fit.png`` (data, posterior mean, 95% band of f).
+    ard, n_restarts, seed, normalize_y, device
+        Passed to :class:`GPRegressor`.
+
+    Returns
+    -------
+    metrics : dict
+        JSON-ready: sizes, fitted hyperparameters, log marginal likelihood, training
+        RMSE, and the paths written.
+    """
+    X, y, names = read_xy_csv(path)
+    model = GPRegressor(ard=ard, n_restarts=n_restarts, seed=seed, normalize_y=normalize_y,
+                        device=device).fit(X, y)
+    os.makedirs(out_dir, exist_ok=True)
+    train_rmse = float(np.sqrt(np.mean((model.predict(X) - y) ** 2)))
+    metrics = {
+        "n_points": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "columns": names,
+        "lengthscale": np.atleast_1d(model.lengthscale_).tolist(),
+        "variance": model.variance_,
+        "noise": model.noise_,
+        "log_marginal_likelihood": model.log_marginal_likelihood_value_,
+        "train_rmse": train_rmse,
+        "model": os.path.join(out_dir, "model.npz"),
+    }
+    model.save(metrics["model"])
+    if X.shape[1] == 1:
+        from .plots import plot_gp_1d
+
+        span = X[:, 0].max() - X[:, 0].min()
+        grid = np.linspace(X[:, 0].min() - 0.1 * span, X[:, 0].max() + 0.1 * span, 400)[:, None]
+        mean, std = model.predict(grid, return_std=True)
+        metrics["plot"] = str(plot_gp_1d(X, y, grid, mean, std, os.path.join(out_dir, "gp_fit.png"),
+                                         title=f"GP fit to {os.path.basename(str(path))}"))
+    with open(os.path.join(out_dir, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    return metrics

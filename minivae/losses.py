@@ -1,0 +1,185 @@
+"""Log-likelihoods of the decoder and the KL divergence of the encoder, value and gradient.
+
+Every value function returns one number per example (row), in nats; every gradient
+function returns the gradient of ``scale * sum(values)`` with respect to its inputs, so a
+caller that averages over a batch passes ``scale = 1 / n``. Derivations:
+docs/derivations.md, "Bernoulli log-likelihood from logits", "Gaussian log-likelihood"
+and "KL divergence to N(0, I)".
+
+Functions work on NumPy or CuPy arrays alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .nn import _xp, sigmoid, softplus
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ---- Bernoulli decoder -----------------------------------------------------------------
+
+
+def bernoulli_nll(logits, X):
+    """Negative Bernoulli log-likelihood per example, from logits.
+
+    Parameters
+    ----------
+    logits : (n, D) array
+        Decoder outputs ``f``; the Bernoulli mean is ``sigmoid(f)``.
+    X : (n, D) array
+        Data in [0, 1] (binary, or grey levels used as soft targets).
+
+    Returns
+    -------
+    nll : (n,) array
+        ``-log p(x | f) = sum_d softplus(f_d) - x_d f_d``.
+
+    Notes
+    -----
+    .. math:: -\\log p(x\\mid f) = \\sum_d \\big[\\log(1 + e^{f_d}) - x_d f_d\\big]
+
+    computed with an overflow-free softplus, never as ``log(sigmoid(f))``.
+    """
+    nll_terms = softplus(logits)
+    nll_terms -= X * logits
+    return nll_terms.sum(axis=1)
+
+
+def bernoulli_nll_grad(logits, X, scale=1.0):
+    """Gradient of ``scale * sum(bernoulli_nll(logits, X))`` with respect to the logits.
+
+    Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits".
+
+    Returns
+    -------
+    dlogits : (n, D) array
+        ``scale * (sigmoid(logits) - X)``.
+    """
+    dlogits = sigmoid(logits)
+    dlogits -= X
+    dlogits *= scale
+    return dlogits
+
+
+def bernoulli_nll_and_grad(logits, X, scale=1.0):
+    """``(bernoulli_nll(logits, X), bernoulli_nll_grad(logits, X, scale))`` sharing work.
+
+    Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits".
+
+    Notes
+    -----
+    With ``s = softplus(f)``, the mean is ``sigmoid(f) = exp(f - s)``, so one ``exp`` and
+    one ``logaddexp`` per entry give both value and gradient.
+    """
+    xp = _xp(logits)
+    softplus_logits = softplus(logits)
+    nll = softplus_logits.sum(axis=1)
+    nll -= xp.einsum("ij,ij->i", X, logits)
+    dlogits = xp.subtract(logits, softplus_logits, out=softplus_logits)
+    xp.exp(dlogits, out=dlogits)
+    dlogits -= X
+    dlogits *= scale
+    return nll, dlogits
+
+
+# ---- Gaussian decoder ------------------------------------------------------------------
+
+
+def gaussian_nll(mean, logvar, X):
+    """Negative Gaussian log-likelihood per example with per-entry log-variance.
+
+    Parameters
+    ----------
+    mean : (n, D) array
+    logvar : (n, D) array, or a scalar (a fixed variance ``exp(logvar)``)
+    X : (n, D) array
+
+    Returns
+    -------
+    nll : (n,) array
+
+    Notes
+    -----
+    .. math:: -\\log p(x\\mid m, v) = \\tfrac12 \\sum_d \\big[\\log 2\\pi + \\log v_d
+              + (x_d - m_d)^2 / v_d\\big]
+    """
+    xp = _xp(mean)
+    residual = X - mean
+    terms = residual * residual
+    terms *= xp.exp(-xp.asarray(logvar, dtype=mean.dtype))
+    terms += logvar
+    return 0.5 * (terms.sum(axis=1) + X.shape[1] * LOG_2PI)
+
+
+def gaussian_nll_grad(mean, logvar, X, scale=1.0):
+    """Gradient of ``scale * sum(gaussian_nll(mean, logvar, X))``.
+
+    Derivation: docs/derivations.md, "Gaussian log-likelihood".
+
+    Returns
+    -------
+    dmean : (n, D) array
+        ``scale * (mean - X) / v``.
+    dlogvar : (n, D) array
+        ``scale * 0.5 * (1 - (X - mean)^2 / v)`` (the gradient with respect to a learned
+        log-variance; ignore it when the variance is fixed).
+    """
+    xp = _xp(mean)
+    inv_var = xp.exp(-xp.asarray(logvar, dtype=mean.dtype))
+    dmean = mean - X
+    dmean *= inv_var
+    dlogvar = dmean * (X - mean)
+    dlogvar += 1
+    dlogvar *= 0.5 * scale
+    dmean *= scale
+    return dmean, dlogvar
+
+
+# ---- KL to the standard-normal prior ---------------------------------------------------
+
+
+def kl_std_normal(mu, logvar):
+    """``KL(N(mu, diag(exp(logvar))) || N(0, I))`` per example.
+
+    Parameters
+    ----------
+    mu, logvar : (n, k) arrays
+
+    Returns
+    -------
+    kl : (n,) array
+
+    Notes
+    -----
+    .. math:: \\mathrm{KL} = \\tfrac12 \\sum_j \\big[e^{\\ell_j} + \\mu_j^2 - 1 - \\ell_j\\big]
+
+    (Kingma & Welling 2014, Appendix B), with :math:`\\ell = \\log\\sigma^2`.
+    """
+    xp = _xp(mu)
+    terms = xp.exp(logvar)
+    terms += mu * mu
+    terms -= 1
+    terms -= logvar
+    return 0.5 * terms.sum(axis=1)
+
+
+def kl_std_normal_grad(mu, logvar, scale=1.0):
+    """Gradient of ``scale * sum(kl_std_normal(mu, logvar))``.
+
+    Derivation: docs/derivations.md, "KL divergence to N(0, I)".
+
+    Returns
+    -------
+    dmu : (n, k) array
+        ``scale * mu``.
+    dlogvar : (n, k) array
+        ``scale * 0.5 * (exp(logvar) - 1)``.
+    """
+    xp = _xp(mu)
+    dmu = scale * mu
+    dlogvar = xp.exp(logvar)
+    dlogvar -= 1
+    dlogvar *= 0.5 * scale
+    return dmu, dlogvar

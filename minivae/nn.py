@@ -1,0 +1,281 @@
+"""Layers and activations with hand-written backward passes.
+
+A layer's ``forward`` caches what its ``backward`` needs; ``backward`` returns the
+gradient with respect to the layer's input and stores parameter gradients under the
+parameters' names. Parameters are not held by the layers: they live in one ordered dict
+owned by the model (``model.params``), and layers read them by name. That keeps a single
+source of truth for the optimiser, checkpoints and device transfers.
+
+Conventions (ARCHITECTURE.md): a dense layer computes ``x @ W + b`` with ``W`` of shape
+``(fan_in, fan_out)``; batches are rows. Derivations: docs/derivations.md, "Dense layer"
+and "Activations".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ACTIVATIONS = ("relu", "tanh", "softplus")
+
+
+def _xp(x):
+    """The array module of ``x`` (NumPy, or CuPy for device arrays)."""
+    if isinstance(x, np.ndarray):
+        return np
+    import cupy
+
+    return cupy.get_array_module(x)
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, overflow-free for any ``x``.
+
+    Notes
+    -----
+    Written as ``exp(-softplus(-x))``: for large positive ``x`` it is ``exp(-tiny)``, for
+    large negative ``x`` it is ``exp(x)`` to full relative precision.
+    """
+    xp = _xp(x)
+    return xp.exp(-xp.logaddexp(0, -x))
+
+
+def softplus(x):
+    """``log(1 + exp(x))`` computed without overflow: ``max(x, 0) + log1p(exp(-|x|))``."""
+    xp = _xp(x)
+    return xp.logaddexp(0, x)
+
+
+class ReLU:
+    """``y = max(x, 0)``. Backward: ``dx = dy * [x > 0]`` (docs/derivations.md, "Activations")."""
+
+    name = "relu"
+
+    def forward(self, x):
+        """(n, d) -> (n, d); caches the output (its sign is the mask)."""
+        xp = _xp(x)
+        y = xp.maximum(x, 0)
+        self._y = y
+        return y
+
+    def backward(self, dy):
+        """``dx = dy * [y > 0]``; overwrites ``dy`` in place and returns it.
+
+        Derivation: docs/derivations.md, "Activations".
+        """
+        dy *= self._y > 0
+        return dy
+
+
+class Tanh:
+    """``y = tanh(x)``. Backward: ``dx = dy * (1 - y^2)`` (docs/derivations.md, "Activations")."""
+
+    name = "tanh"
+
+    def forward(self, x):
+        """(n, d) -> (n, d); caches the output."""
+        y = _xp(x).tanh(x)
+        self._y = y
+        return y
+
+    def backward(self, dy):
+        """``dx = dy * (1 - y^2)``; overwrites ``dy`` in place and returns it.
+
+        Derivation: docs/derivations.md, "Activations".
+        """
+        dy *= 1 - self._y * self._y
+        return dy
+
+
+class Softplus:
+    """``y = log(1 + exp(x))``. Backward: ``dx = dy * sigmoid(x)``
+    (docs/derivations.md, "Activations")."""
+
+    name = "softplus"
+
+    def forward(self, x):
+        """(n, d) -> (n, d); caches the input."""
+        self._x = x
+        return softplus(x)
+
+    def backward(self, dy):
+        """``dx = dy * sigmoid(x)``; overwrites ``dy`` in place and returns it.
+
+        Derivation: docs/derivations.md, "Activations".
+        """
+        dy *= sigmoid(self._x)
+        return dy
+
+
+def make_activation(name: str):
+    """A fresh activation object for ``name`` in ``ACTIVATIONS``; ValueError otherwise."""
+    table = {"relu": ReLU, "tanh": Tanh, "softplus": Softplus}
+    if name not in table:
+        raise ValueError(f"activation={name!r} is not one of {ACTIVATIONS}")
+    return table[name]()
+
+
+class Dense:
+    """Affine layer ``y = x @ W + b`` reading ``W``, ``b`` from a parameter dict.
+
+    Parameters
+    ----------
+    name : str
+        Prefix of the parameter names: the layer uses ``params[name + ".W"]`` of shape
+        ``(fan_in, fan_out)`` and ``params[name + ".b"]`` of shape ``(fan_out,)``.
+    fan_in, fan_out : int
+    """
+
+    def __init__(self, name: str, fan_in: int, fan_out: int):
+        self.name = name
+        self.fan_in = fan_in
+        self.fan_out = fan_out
+        self.W_name = name + ".W"
+        self.b_name = name + ".b"
+
+    def init_params(self, rng: np.random.Generator, dtype) -> dict:
+        """Glorot-uniform weights and zero biases, as host arrays.
+
+        Notes
+        -----
+        ``W ~ U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))`` (Glorot & Bengio 2010),
+        drawn as ``rng.uniform(-a, a, size=(fan_in, fan_out))`` in float64 and then cast to
+        ``dtype``; ``b = 0``. A peer implementation reproduces it by copying the arrays.
+        """
+        bound = np.sqrt(6.0 / (self.fan_in + self.fan_out))
+        W = rng.uniform(-bound, bound, size=(self.fan_in, self.fan_out)).astype(dtype)
+        b = np.zeros(self.fan_out, dtype=dtype)
+        return {self.W_name: W, self.b_name: b}
+
+    def forward(self, params: dict, x):
+        """``y = x @ W + b``.
+
+        Parameters
+        ----------
+        params : dict of arrays
+        x : (n, fan_in) array
+
+        Returns
+        -------
+        y : (n, fan_out) array
+        """
+        self._x = x
+        y = x @ params[self.W_name]
+        y += params[self.b_name]
+        return y
+
+    def backward(self, params: dict, dy, grads: dict, need_dx: bool = True):
+        """Backward of ``y = x @ W + b``: ``dW = x^T dy``, ``db = sum_rows dy``, ``dx = dy W^T``.
+
+        Derivation: docs/derivations.md, "Dense layer".
+
+        Parameters
+        ----------
+        params : dict of arrays
+        dy : (n, fan_out) array
+            Gradient of the loss with respect to the layer output.
+        grads : dict
+            Receives ``grads[name + ".W"]`` (fan_in, fan_out) and ``grads[name + ".b"]``
+            (fan_out,).
+        need_dx : bool
+            False skips the input gradient (first layer of a network).
+
+        Returns
+        -------
+        dx : (n, fan_in) array, or None when ``need_dx`` is False
+        """
+        grads[self.W_name] = self._x.T @ dy
+        grads[self.b_name] = dy.sum(axis=0)
+        return dy @ params[self.W_name].T if need_dx else None
+
+
+class MLP:
+    """A multilayer perceptron body with one or more linear heads.
+
+    ``h_0 = x``, ``h_i = act(h_{i-1} @ W_i + b_i)`` for each hidden width, then for each
+    head ``out[head] = h_last @ W_head + b_head``. Parameter names: ``{prefix}.{i}.W``,
+    ``{prefix}.{i}.b`` for the hidden layers (i = 0, 1, ...), then ``{prefix}.{head}.W``,
+    ``{prefix}.{head}.b`` in the order the heads are given.
+
+    Parameters
+    ----------
+    prefix : str
+        e.g. ``"enc"`` or ``"dec"``.
+    input_dim : int
+    hidden : sequence of int
+        Widths of the hidden layers (may be empty: heads act on the input directly).
+    heads : dict of str -> int
+        Output width of each head, e.g. ``{"mu": k, "logvar": k}``.
+    activation : {"relu", "tanh", "softplus"}
+
+    Notes
+    -----
+    The encoder of a VAE is ``MLP("enc", D, hidden, {"mu": k, "logvar": k})``; a model that
+    needs an extra encoder output (the regression model's ``logsigma``) adds a head.
+    """
+
+    def __init__(self, prefix: str, input_dim: int, hidden, heads: dict, activation: str):
+        self.prefix = prefix
+        self.layers = []
+        self.activations = []
+        fan_in = input_dim
+        for i, width in enumerate(hidden):
+            self.layers.append(Dense(f"{prefix}.{i}", fan_in, int(width)))
+            self.activations.append(make_activation(activation))
+            fan_in = int(width)
+        self.heads = {head: Dense(f"{prefix}.{head}", fan_in, int(width))
+                      for head, width in heads.items()}
+
+    def init_params(self, rng: np.random.Generator, dtype) -> dict:
+        """Host parameters of every layer in name order (see :meth:`Dense.init_params`)."""
+        params = {}
+        for layer in [*self.layers, *self.heads.values()]:
+            params.update(layer.init_params(rng, dtype))
+        return params
+
+    def forward(self, params: dict, x) -> dict:
+        """Run the body and every head.
+
+        Parameters
+        ----------
+        x : (n, input_dim) array
+
+        Returns
+        -------
+        outputs : dict head -> (n, width) array
+        """
+        h = x
+        for layer, activation in zip(self.layers, self.activations):
+            h = activation.forward(layer.forward(params, h))
+        return {head: layer.forward(params, h) for head, layer in self.heads.items()}
+
+    def backward(self, params: dict, doutputs: dict, grads: dict, need_dx: bool = True):
+        """Backward through the heads and the body.
+
+        Derivation: docs/derivations.md, "Dense layer" and "Activations" (the chain rule
+        sums the heads' contributions to the last hidden layer).
+
+        Parameters
+        ----------
+        doutputs : dict head -> (n, width) array
+            Gradient of the loss with respect to each head's output (every head needs one).
+        grads : dict
+            Receives the gradient of every parameter of this network, by name.
+        need_dx : bool
+            False skips the gradient with respect to the network input.
+
+        Returns
+        -------
+        dx : (n, input_dim) array, or None when ``need_dx`` is False
+        """
+        has_body = bool(self.layers)
+        dh = None
+        for head, layer in self.heads.items():
+            dh_head = layer.backward(params, doutputs[head], grads, need_dx=has_body or need_dx)
+            if dh is None:
+                dh = dh_head
+            elif dh_head is not None:
+                dh += dh_head
+        for i in range(len(self.layers) - 1, -1, -1):
+            dpre = self.activations[i].backward(dh)
+            dh = self.layers[i].backward(params, dpre, grads, need_dx=(i > 0) or need_dx)
+        return dh

@@ -1,0 +1,372 @@
+"""PNG figures: training curves, image grids, the latent manifold, GP posteriors, comparisons.
+
+Every function draws with matplotlib's object API (``matplotlib.figure.Figure``, never
+pyplot, so no display or global state is involved), writes the PNG atomically - to a
+temporary file in the target folder, then renamed over ``path`` - and returns the path.
+A failed save leaves neither a partial PNG nor the temporary file behind. Missing parent
+folders are created.
+"""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .errors import DataError
+
+BAND_Z = 1.959963984540054
+"""Half-width of a central 95% Gaussian interval in standard deviations."""
+
+
+def _save(fig, path):
+    """Write ``fig`` as PNG to ``path`` atomically and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        fig.savefig(temporary, format="png", dpi=100)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def _to_host(values):
+    """A NumPy float64 array from NumPy or CuPy input."""
+    if hasattr(values, "get"):
+        values = values.get()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _as_images(images, label="images"):
+    """(n, H, W) float64 images from (n, H, W) or (n, D) with square D."""
+    images = _to_host(images)
+    if images.ndim == 2:
+        side = math.isqrt(images.shape[1])
+        if side * side != images.shape[1]:
+            raise DataError(f"{label} have shape {images.shape}: rows of {images.shape[1]} values are "
+                            "not square images; pass (n, H, W)")
+        images = images.reshape(images.shape[0], side, side)
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise DataError(f"{label} have shape {images.shape}; give a non-empty (n, H, W) or (n, H*W)")
+    return images
+
+
+def _intensity_limits(images):
+    """Colour limits: [0, 1] for images inside it, else the data's own range."""
+    return min(0.0, float(images.min())), max(1.0, float(images.max()))
+
+
+def plot_history(history, path, title=None):
+    """Plot training (and validation) loss per epoch, with phase boundaries.
+
+    Parameters
+    ----------
+    history : dict of lists
+        ``"epoch"`` and ``"train_loss"`` (or ``"train_elbo"``), optionally ``"val_loss"``
+        (``"val_elbo"``) and ``"phase"`` (one label per epoch; a vertical line marks each
+        change). All lists have one entry per epoch; None entries (epochs without a
+        validation pass) are left as gaps. Losses are mean negative ELBO in nats per example.
+    path : str or Path
+        Output PNG.
+    title : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    if "epoch" not in history:
+        raise DataError(f"history has no 'epoch' list; its keys are {sorted(history)}")
+    if "train_loss" in history:
+        prefix, ylabel = "loss", "negative ELBO (nats/example)"
+    elif "train_elbo" in history:
+        prefix, ylabel = "elbo", "ELBO (nats/example)"
+    else:
+        raise DataError(f"history has neither 'train_loss' nor 'train_elbo'; its keys are {sorted(history)}")
+    epochs = np.asarray(history["epoch"], dtype=np.float64)
+    curves = {}
+    for split in ("train", "val"):
+        key = f"{split}_{prefix}"
+        if key not in history:
+            continue
+        if len(history[key]) != len(epochs):
+            raise DataError(f"history {key!r} has {len(history[key])} entries but 'epoch' has "
+                            f"{len(epochs)}; record one value per epoch")
+        values = np.asarray(history[key], dtype=np.float64)
+        if not np.isnan(values).all():
+            curves[f"{split} {prefix}"] = values
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    for label, values in curves.items():
+        ax.plot(epochs, values, marker="." if len(epochs) < 30 else None, label=label)
+    phases = history.get("phase")
+    if phases is not None:
+        if len(phases) != len(epochs):
+            raise DataError(f"history 'phase' has {len(phases)} entries but 'epoch' has {len(epochs)}")
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                boundary = 0.5 * (epochs[i - 1] + epochs[i])
+                ax.axvline(boundary, color="0.5", linestyle="--", linewidth=1)
+                ax.annotate(str(phases[i]), (boundary, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray"):
+    """Tile images into a grid.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, H, W) or (n, D) with D a perfect square
+    path : str or Path
+        Output PNG.
+    nrow : int, optional
+        Number of grid rows; the images fill them row by row, ceil(n / nrow) per row.
+        Default ceil(sqrt(n)).
+    titles : sequence of str, optional
+        One title per image.
+    row_labels : sequence of str, optional
+        One label per grid row, written at the left.
+    cmap : str, default "gray"
+
+    Returns
+    -------
+    Path
+    """
+    images = _as_images(images)
+    n = images.shape[0]
+    n_rows = int(nrow) if nrow is not None else math.ceil(math.sqrt(n))
+    if not 1 <= n_rows <= n:
+        raise ValueError(f"nrow={nrow} grid rows for {n} images; use 1 <= nrow <= {n}")
+    per_row = math.ceil(n / n_rows)
+    if titles is not None and len(titles) != n:
+        raise DataError(f"{len(titles)} titles for {n} images; give one title per image")
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise DataError(f"{len(row_labels)} row labels for {n_rows} grid rows; give one per row")
+    vmin, vmax = _intensity_limits(images)
+    fig = Figure(figsize=(1.2 * per_row + (1.0 if row_labels else 0.2), 1.2 * n_rows + 0.2))
+    axes = fig.subplots(n_rows, per_row, squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[index], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[index]), fontsize=8)
+    if row_labels is not None:
+        for row, label in enumerate(row_labels):
+            axes[row, 0].set_ylabel(str(label), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def latent_manifold(decode, path, n=15, image_shape=(8, 8)):
+    """Decode a grid over a 2-D latent space (Kingma & Welling 2014, Fig. 4).
+
+    Parameters
+    ----------
+    decode : callable
+        Maps latent codes (m, 2) float64 to images (m, D), D = H * W (NumPy or CuPy).
+    path : str or Path
+        Output PNG.
+    n : int, default 15
+        Grid points per latent axis.
+    image_shape : tuple of int, default (8, 8)
+        (H, W) of a decoded image.
+
+    Returns
+    -------
+    Path
+
+    Notes
+    -----
+    The coordinates are :math:`\\Phi^{-1}(p)` for p in ``linspace(0.05, 0.95, n)``: equal
+    steps of prior probability mass under :math:`N(0, I)`, so the grid covers where the
+    prior puts its mass. Columns vary :math:`z_1` left to right, rows :math:`z_2` bottom to top.
+    """
+    from scipy.stats import norm
+
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"n={n} grid points per axis is too few; use n >= 2")
+    height, width = (int(s) for s in image_shape)
+    coords = norm.ppf(np.linspace(0.05, 0.95, n))
+    z1, z2 = np.meshgrid(coords, coords[::-1])
+    codes = np.column_stack([z1.ravel(), z2.ravel()])
+    decoded = _to_host(decode(codes))
+    if decoded.shape != (n * n, height * width):
+        raise DataError(f"decode returned shape {decoded.shape} for {n * n} codes; expected "
+                        f"({n * n}, {height * width}) for image_shape={(height, width)}")
+    canvas = decoded.reshape(n, n, height, width).transpose(0, 2, 1, 3).reshape(n * height, n * width)
+    vmin, vmax = _intensity_limits(canvas)
+    fig = Figure(figsize=(6.0, 6.0))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest",
+              extent=(-0.5, n - 0.5, -0.5, n - 0.5))
+    ticks = np.arange(0, n, max(1, n // 5))
+    ax.set_xticks(ticks, [f"{coords[i]:.2f}" for i in ticks])
+    ax.set_yticks(ticks, [f"{coords[i]:.2f}" for i in ticks])
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.set_title("decoded latent grid")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _column(values, label):
+    """A 1-D float64 array from (n,) or (n, 1) input."""
+    values = _to_host(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise DataError(f"{label} has shape {values.shape}; a 1-D plot needs (n,) or (n, 1)")
+    return values
+
+
+def plot_gp_1d(X_train, y_train, X_test, mean, std, path, title=None):
+    """Plot a 1-D GP posterior: training data, mean and 95% band.
+
+    Parameters
+    ----------
+    X_train : array_like, shape (n,) or (n, 1)
+    y_train : array_like, shape (n,) or (n, 1)
+    X_test : array_like, shape (m,) or (m, 1)
+    mean, std : array_like, shape (m,) or (m, 1)
+        Posterior mean and standard deviation at ``X_test``.
+    path : str or Path
+        Output PNG.
+    title : str, optional
+
+    Returns
+    -------
+    Path
+
+    Notes
+    -----
+    The band is mean :math:`\\pm 1.96\\,` std, a central 95% interval of the Gaussian posterior.
+    """
+    x_train, y = _column(X_train, "X_train"), _column(y_train, "y_train")
+    x_test, mu, sd = _column(X_test, "X_test"), _column(mean, "mean"), _column(std, "std")
+    if x_train.size != y.size:
+        raise DataError(f"X_train has {x_train.size} points but y_train has {y.size}")
+    if not x_test.size == mu.size == sd.size:
+        raise DataError(f"X_test, mean and std have {x_test.size}, {mu.size} and {sd.size} "
+                        "points; give one mean and std per test input")
+    order = np.argsort(x_test, kind="stable")
+    x_test, mu, sd = x_test[order], mu[order], sd[order]
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.fill_between(x_test, mu - BAND_Z * sd, mu + BAND_Z * sd, color="C0", alpha=0.25,
+                    label="95% interval")
+    ax.plot(x_test, mu, color="C0", label="posterior mean")
+    ax.plot(x_train, y, "k.", label="training data")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
+    """Plot, per latent dimension, the anchors' codes and the GP regression over t (VAR).
+
+    Parameters
+    ----------
+    t_train : array_like, shape (n,)
+        Inputs (a frame's position t) of the anchor frames.
+    Z_train : array_like, shape (n, k)
+        The anchors' latent codes (encoder means).
+    t_test : array_like, shape (m,)
+        Inputs where the GP was evaluated.
+    mean : array_like, shape (m, k)
+        GP posterior mean of the code.
+    std : array_like, shape (m,) or (m, k)
+        GP posterior standard deviation, shared by all dimensions or per dimension.
+    path : str or Path
+        Output PNG.
+    dims : int, default 2
+        Plot the first ``min(dims, k)`` latent dimensions, one panel each.
+
+    Returns
+    -------
+    Path
+    """
+    t_train, t_test = _column(t_train, "t_train"), _column(t_test, "t_test")
+    Z_train, mean, std = _to_host(Z_train), _to_host(mean), _to_host(std)
+    if Z_train.ndim != 2 or Z_train.shape[0] != t_train.size:
+        raise DataError(f"Z_train has shape {Z_train.shape}; expected ({t_train.size}, k) to match t_train")
+    k = Z_train.shape[1]
+    if mean.shape != (t_test.size, k):
+        raise DataError(f"mean has shape {mean.shape}; expected ({t_test.size}, {k}) "
+                        "(one code per test input)")
+    if std.ndim == 1:
+        std = np.repeat(std[:, None], k, axis=1)
+    if std.shape != mean.shape:
+        raise DataError(f"std has shape {std.shape}; expected ({t_test.size},) or {mean.shape}")
+    n_panels = max(1, min(int(dims), k))
+    order = np.argsort(t_test, kind="stable")
+    fig = Figure(figsize=(6.4, 2.2 * n_panels + 0.4))
+    axes = fig.subplots(n_panels, 1, squeeze=False, sharex=True)[:, 0]
+    for d, ax in enumerate(axes):
+        mu, sd = mean[order, d], std[order, d]
+        ax.fill_between(t_test[order], mu - BAND_Z * sd, mu + BAND_Z * sd, color="C0", alpha=0.25,
+                        label="95% interval")
+        ax.plot(t_test[order], mu, color="C0", label="GP mean")
+        ax.plot(t_train, Z_train[:, d], "k.", label="anchor codes")
+        ax.set_ylabel(f"$z_{{{d + 1}}}$")
+    axes[0].legend(fontsize=8)
+    axes[-1].set_xlabel("t")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def compare_methods(truth, predictions, path, n_show=8):
+    """Show held-out ground truth above each method's predictions.
+
+    Parameters
+    ----------
+    truth : array_like, shape (n, H, W) or (n, D)
+        Held-out images.
+    predictions : dict of str to array_like
+        Method name -> predicted images, each of the shape of ``truth``.
+    path : str or Path
+        Output PNG.
+    n_show : int, default 8
+        Number of columns: the first ``min(n_show, n)`` held-out inputs.
+
+    Returns
+    -------
+    Path
+    """
+    truth = _as_images(truth, "truth")
+    if not predictions:
+        raise DataError("predictions is empty; give at least one method name -> images")
+    rows = {"ground truth": truth}
+    for name, images in predictions.items():
+        images = _as_images(images, f"predictions[{name!r}]")
+        if images.shape != truth.shape:
+            raise DataError(f"predictions[{name!r}] has shape {images.shape} but truth has "
+                            f"{truth.shape}; predict the same held-out inputs")
+        rows[name] = images
+    n_cols = min(int(n_show), truth.shape[0])
+    if n_cols < 1:
+        raise ValueError(f"n_show={n_show} must be >= 1")
+    stacked = np.concatenate([images[:n_cols] for images in rows.values()])
+    return image_grid(stacked, path, nrow=len(rows), row_labels=list(rows))

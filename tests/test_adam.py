@@ -1,0 +1,128 @@
+"""The fused Adam kernel: cpu and cuda (simulator) implementations against the reference."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minivae.kernels import adam_step
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+SHAPES = [(1,), (7,), (255,), (256,), (257,), (1000,), (3, 5), (17, 33), (4, 2, 9)]
+
+
+def _state(rng, shape, dtype):
+    """param, grad, m, v with a general (non-zero) optimiser state.
+
+    Parameters are drawn with magnitudes in [1, 2] so that a relative tolerance on the
+    updated parameter is meaningful: the implementations round the update differently
+    (they fold the bias correction into one scalar), and that rounding is relative to
+    the step, not to a parameter that could happen to be near zero.
+    """
+    sign = rng.choice([-1.0, 1.0], size=shape)
+    param = (sign * rng.uniform(1.0, 2.0, size=shape)).astype(dtype)
+    m = (0.1 * rng.standard_normal(shape)).astype(dtype)
+    v = (0.01 * rng.uniform(0.0, 1.0, size=shape)).astype(dtype)
+    return param, m, v
+
+
+def _run(impl, param, m, v, grads, hyper):
+    param, m, v = param.copy(), m.copy(), v.copy()
+    for t, grad in enumerate(grads, start=1):
+        adam_step(param, grad, m, v, t=t, impl=impl, **hyper)
+    return param, m, v
+
+
+def _assert_agree(impl, shape, dtype, steps, rng, hyper):
+    param, m, v = _state(rng, shape, dtype)
+    grads = [rng.standard_normal(shape).astype(dtype) for _ in range(steps)]
+    expected = _run("reference", param, m, v, grads, hyper)
+    actual = _run(impl, param, m, v, grads, hyper)
+    for label, mine, reference in zip(("param", "m", "v"), actual, expected):
+        assert mine.dtype == dtype
+        np.testing.assert_allclose(
+            mine, reference, rtol=RTOL[dtype], atol=0,
+            err_msg=f"{impl} vs reference: {label}, shape {shape}, {np.dtype(dtype).name}",
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cpu_matches_reference(shape, dtype, rng):
+    hyper = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    _assert_agree("cpu", shape, dtype, steps=5, rng=rng, hyper=hyper)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (7,), (255,), (256,), (257,), (1000,), (17, 33)])
+def test_cuda_matches_reference(shape, dtype, rng):
+    hyper = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    _assert_agree("cuda", shape, dtype, steps=2, rng=rng, hyper=hyper)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "cuda"])
+def test_other_hyperparameters_and_late_steps(impl, rng):
+    param, m, v = _state(rng, (5, 7), np.float64)
+    grad = rng.standard_normal((5, 7))
+    hyper = {"lr": 0.3, "beta1": 0.5, "beta2": 0.9, "eps": 1e-3}
+    for t in (1, 10, 1000):
+        expected = [a.copy() for a in (param, m, v)]
+        adam_step(expected[0], grad, expected[1], expected[2], t=t, impl="reference", **hyper)
+        actual = [a.copy() for a in (param, m, v)]
+        adam_step(actual[0], grad, actual[1], actual[2], t=t, impl=impl, **hyper)
+        for mine, reference in zip(actual, expected):
+            np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+def test_first_step_from_zero_state_is_lr_times_sign(impl):
+    # With m = v = 0, step 1 gives m_hat = g and v_hat = g^2: the update is lr * g / (|g| + eps).
+    grad = np.array([[3.0, -0.5], [1e-3, -40.0]])
+    param = np.ones((2, 2))
+    m, v = np.zeros((2, 2)), np.zeros((2, 2))
+    adam_step(param, grad, m, v, lr=0.1, eps=1e-8, t=1, impl=impl)
+    np.testing.assert_allclose(param, 1.0 - 0.1 * grad / (np.abs(grad) + 1e-8), rtol=1e-12)
+    np.testing.assert_allclose(m, (1 - 0.9) * grad, rtol=1e-15)
+    np.testing.assert_allclose(v, (1 - 0.999) * grad * grad, rtol=1e-15)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "cuda"])
+def test_updates_the_callers_arrays_in_place(impl, rng):
+    param, m, v = _state(rng, (6, 4), np.float32)
+    ids = (id(param), id(m), id(v))
+    before = param.copy()
+    adam_step(param, rng.standard_normal((6, 4)).astype(np.float32), m, v, t=1, impl=impl)
+    assert (id(param), id(m), id(v)) == ids
+    assert not np.array_equal(param, before)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "cuda"])
+def test_rejects_bad_arrays(impl):
+    good = [np.ones((4, 6)) for _ in range(4)]
+    non_contiguous = np.ones((6, 4)).T
+    with pytest.raises(ValueError, match="param is not C-contiguous"):
+        adam_step(non_contiguous, *good[1:], impl=impl)
+    with pytest.raises(ValueError, match=r"grad has shape \(24,\) but param has shape \(4, 6\)"):
+        adam_step(good[0], np.ones(24), good[2], good[3], impl=impl)
+    with pytest.raises(ValueError, match="m has dtype float32 but param has dtype float64"):
+        adam_step(good[0], good[1], np.ones((4, 6), np.float32), good[3], impl=impl)
+    with pytest.raises(ValueError, match="param has dtype int64"):
+        adam_step(*[np.ones((4, 6), np.int64) for _ in range(4)], impl=impl)
+    with pytest.raises(ValueError, match="t=0"):
+        adam_step(*good, t=0, impl=impl)
+
+
+def test_unknown_impl_is_named():
+    arrays = [np.ones(3) for _ in range(4)]
+    with pytest.raises(ValueError, match=r"impl='gpu' is not one of \['cpu', 'cuda', 'reference'\]"):
+        adam_step(*arrays, impl="gpu")
+
+
+def test_importing_the_package_does_not_import_cupy_or_numba_cuda():
+    code = (
+        "import sys, minivae, minivae.kernels, minivae.optim, minivae.train, minivae.checkpoint;"
+        "bad = [m for m in ('cupy', 'numba.cuda') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

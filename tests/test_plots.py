@@ -1,0 +1,110 @@
+"""Tests of minivae.plots: every figure is a real, non-blank PNG written atomically."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from minivae import plots
+from minivae.errors import DataError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_real_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels[..., :3].var() > 1e-4, "the figure is blank"
+    assert not list(path.parent.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_plot_history_losses_and_phases(tmp_path):
+    history = {"epoch": [1, 2, 3, 4], "train_loss": [9.0, 6.0, 5.0, 4.5],
+               "val_loss": [9.5, 7.0, 6.0, 5.5], "phase": ["vae", "vae", "gp", "gp"]}
+    out = plots.plot_history(history, tmp_path / "sub" / "history.png", title="demo")
+    assert out == tmp_path / "sub" / "history.png"
+    assert_real_png(out)
+    no_validation = {"epoch": [1, 2], "train_loss": [9.0, 6.0], "val_loss": [None, None]}
+    assert_real_png(plots.plot_history(no_validation, tmp_path / "no_val.png"))
+    elbo = {"epoch": [1, 2], "train_elbo": [-9.0, -6.0]}
+    assert_real_png(plots.plot_history(elbo, tmp_path / "elbo.png"))
+    with pytest.raises(DataError, match="train_loss"):
+        plots.plot_history({"epoch": [1]}, tmp_path / "x.png")
+    with pytest.raises(DataError, match="3 entries"):
+        plots.plot_history({"epoch": [1, 2], "train_loss": [1.0, 2.0, 3.0]}, tmp_path / "x.png")
+
+
+def test_image_grid_square_rows_and_labels(tmp_path, rng):
+    images = rng.random((7, 36))
+    out = plots.image_grid(images, tmp_path / "grid.png", nrow=2, titles=list("abcdefg"),
+                           row_labels=["first", "second"])
+    assert_real_png(out)
+    with pytest.raises(DataError, match="not square"):
+        plots.image_grid(rng.random((3, 10)), tmp_path / "bad.png")
+    with pytest.raises(DataError, match="row labels"):
+        plots.image_grid(images, tmp_path / "bad.png", nrow=2, row_labels=["only one"])
+    with pytest.raises(ValueError, match="nrow"):
+        plots.image_grid(images, tmp_path / "bad.png", nrow=8)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_latent_manifold_uses_the_gaussian_inverse_cdf(tmp_path):
+    from scipy.stats import norm
+
+    seen = []
+
+    def decode(z):
+        seen.append(z)
+        return 1.0 / (1.0 + np.exp(-(z[:, :1] * np.linspace(-1, 1, 16) + z[:, 1:])))
+
+    assert_real_png(plots.latent_manifold(decode, tmp_path / "m.png", n=5, image_shape=(4, 4)))
+    codes = seen[0]
+    assert codes.shape == (25, 2)
+    np.testing.assert_allclose(np.unique(codes[:, 0]), norm.ppf(np.linspace(0.05, 0.95, 5)), rtol=1e-12)
+    with pytest.raises(DataError, match="decode returned shape"):
+        plots.latent_manifold(decode, tmp_path / "bad.png", n=3, image_shape=(3, 3))
+
+
+def test_plot_gp_1d_and_latent_trajectory(tmp_path, rng):
+    x = np.sort(rng.random(8))
+    x_test = np.linspace(0, 1, 30)
+    out = plots.plot_gp_1d(x[:, None], np.sin(6 * x), x_test, np.sin(6 * x_test), 0.1 + 0 * x_test,
+                           tmp_path / "gp.png", title="sine")
+    assert_real_png(out)
+    with pytest.raises(DataError, match="one mean and std"):
+        plots.plot_gp_1d(x, np.sin(x), x_test, np.sin(x_test)[:5], x_test, tmp_path / "bad.png")
+    codes = np.column_stack([np.sin(6 * x), np.cos(6 * x), x])
+    mean = np.column_stack([np.sin(6 * x_test), np.cos(6 * x_test), x_test])
+    assert_real_png(plots.plot_latent_trajectory(x, codes, x_test, mean, 0.1 * np.ones(30),
+                                                 tmp_path / "traj.png", dims=3))
+    assert_real_png(plots.plot_latent_trajectory(x, codes, x_test, mean, 0.1 * np.ones((30, 3)),
+                                                 tmp_path / "traj2.png"))
+    with pytest.raises(DataError, match="mean has shape"):
+        plots.plot_latent_trajectory(x, codes, x_test, mean[:, :2], 0.1 * np.ones(30), tmp_path / "b.png")
+
+
+def test_compare_methods(tmp_path, rng):
+    truth = rng.random((10, 8, 8))
+    predictions = {"VAR": truth + 0.05, "mean image": np.repeat(truth.mean(0, keepdims=True), 10, 0)}
+    assert_real_png(plots.compare_methods(truth, predictions, tmp_path / "cmp.png", n_show=6))
+    with pytest.raises(DataError, match="same held-out inputs"):
+        plots.compare_methods(truth, {"bad": truth[:5]}, tmp_path / "bad.png")
+    with pytest.raises(DataError, match="empty"):
+        plots.compare_methods(truth, {}, tmp_path / "bad.png")
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "history.png"
+    target.write_bytes(b"previous figure")
+
+    def write_half_then_fail(self, fname, **kwargs):
+        with open(fname, "wb") as handle:
+            handle.write(PNG_SIGNATURE)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        plots.plot_history({"epoch": [1, 2], "train_loss": [2.0, 1.0]}, target)
+    assert target.read_bytes() == b"previous figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.png"]

@@ -1,0 +1,385 @@
+"""The training loop, with a small noisy linear-regression model implementing the contract."""
+
+import numpy as np
+import pytest
+
+from minivae import train
+from minivae.backend import get_backend
+from minivae.checkpoint import load_checkpoint
+from minivae.errors import TrainingDivergedError
+from minivae.train import default_batches, epoch_seed, fit_loop, load_model_state
+
+
+class NoisyLinearRegression:
+    """y ~ X W + b, loss 0.5 * mean ||X W + b - y||^2 over a batch.
+
+    ``noise > 0`` adds ``noise * eps`` to the gradient of W with eps drawn from
+    ``self._rng``, the model's Monte-Carlo generator, so the trainer's reseeding of it is
+    part of what resume must reproduce.
+    """
+
+    def __init__(self, X, Y, seed=0, device="cpu", dtype=np.float64, noise=0.0):
+        self.backend = get_backend(device)
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.noise = noise
+        xp = self.backend.xp
+        self.X = self.backend.asarray(X, dtype=self.dtype)
+        self.Y = self.backend.asarray(Y, dtype=self.dtype)
+        init = np.random.default_rng(seed)
+        d, k = X.shape[1], Y.shape[1]
+        self.params = {
+            "W": self.backend.asarray(init.standard_normal((d, k)), dtype=self.dtype),
+            "b": xp.zeros(k, dtype=self.dtype),
+        }
+        self._rng = self.backend.rng(seed)
+        self.seen = []
+
+    def loss_and_grads(self, idx):
+        self.seen.append(np.array(idx))
+        X, Y = self.X[idx], self.Y[idx]
+        residual = X @ self.params["W"] + self.params["b"] - Y
+        loss = 0.5 * float((residual * residual).sum()) / len(idx)
+        dresidual = residual / len(idx)
+        dW = X.T @ dresidual
+        if self.noise:
+            dW = dW + self.noise * self._rng.standard_normal(dW.shape).astype(self.dtype)
+        return loss, {"W": dW, "b": dresidual.sum(axis=0)}
+
+    def full_loss(self):
+        residual = self.X @ self.params["W"] + self.params["b"] - self.Y
+        return 0.5 * float((residual * residual).sum()) / self.X.shape[0]
+
+    def get_state(self):
+        arrays = {name: self.backend.to_host(value).copy() for name, value in self.params.items()}
+        return arrays, {"seed": self.seed, "noise": self.noise, "dtype": self.dtype.name}
+
+    def set_state(self, arrays, meta):
+        for name in self.params:
+            self.params[name] = self.backend.asarray(arrays[name], dtype=self.dtype).copy()
+
+
+def _data(n=53, d=4, k=2, seed=7):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    W = rng.standard_normal((d, k))
+    Y = X @ W + 0.3 + 0.01 * rng.standard_normal((n, k))
+    return X, Y
+
+
+def _model(**kwargs):
+    X, Y = _data()
+    return NoisyLinearRegression(X, Y, **kwargs)
+
+
+def _fit(model, **kwargs):
+    kwargs.setdefault("batch_size", 10)
+    kwargs.setdefault("progress", False)
+    return fit_loop(model, model.X.shape[0], model.loss_and_grads, **kwargs)
+
+
+def test_epoch_seed_is_the_documented_seedsequence_hash():
+    expected = int(np.random.SeedSequence([5, 3, 1]).generate_state(1)[0])
+    assert epoch_seed(5, 3, 1) == expected
+    seeds = {epoch_seed(5, epoch, stream) for epoch in range(1, 6) for stream in (0, 1)}
+    assert len(seeds) == 10
+
+
+def test_default_batches_cover_every_example_once_with_a_short_last_batch():
+    batches = default_batches(23, 5, np.random.default_rng(0))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(23))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 0.05), ("adagrad", 0.5), ("sgd", 0.05)])
+def test_loop_reduces_the_loss(optimizer, lr):
+    model = _model()
+    start = model.full_loss()
+    history = _fit(model, epochs=30, optimizer=optimizer, lr=lr)
+    assert model.full_loss() < 0.01 * start
+    assert history["train_loss"][-1] < 0.05 * history["train_loss"][0]
+
+
+def test_history_has_one_entry_per_epoch_and_weighted_mean_train_loss():
+    model = _model()
+    history = _fit(model, epochs=3, evaluate=model.full_loss, phase="warmup")
+    assert set(history) == {"epoch", "train_loss", "val_loss", "phase", "seconds"}
+    assert history["epoch"] == [1, 2, 3]
+    assert history["phase"] == ["warmup"] * 3
+    assert all(len(values) == 3 for values in history.values())
+    assert all(seconds >= 0 for seconds in history["seconds"])
+    assert history["val_loss"][-1] == model.full_loss()
+    assert all(np.isfinite(loss) for loss in history["train_loss"])
+
+
+def test_train_loss_is_batch_size_weighted():
+    model = _model()
+    losses = []
+
+    def recording(idx):
+        loss, grads = model.loss_and_grads(idx)
+        losses.append((loss, len(idx)))
+        return loss, grads
+
+    history = fit_loop(model, 53, recording, epochs=1, batch_size=20, lr=1e-3, progress=False)
+    expected = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
+    assert [n for _, n in losses] == [20, 20, 13]
+    assert history["train_loss"] == [pytest.approx(expected, rel=1e-15)]
+    assert history["val_loss"] == [None]
+
+
+def test_history_argument_is_appended_to_not_modified():
+    model = _model()
+    first = _fit(model, epochs=2, phase="a")
+    second = _fit(model, epochs=1, phase="b", history=first)
+    assert first["phase"] == ["a", "a"]
+    assert second["phase"] == ["a", "a", "b"]
+    assert second["epoch"] == [1, 2, 1]
+
+
+def test_shuffle_and_noise_generators_are_reseeded_every_epoch():
+    model = _model(noise=0.1)
+    draws = []
+
+    def recording(idx):
+        draws.append((np.array(idx), float(model._rng.standard_normal())))
+        return model.loss_and_grads(idx)
+
+    fit_loop(model, 53, recording, epochs=2, batch_size=60, progress=False)
+    for epoch, (idx, first_draw) in enumerate(draws, start=1):
+        np.testing.assert_array_equal(idx, np.random.default_rng(epoch_seed(0, epoch, 0)).permutation(53))
+        assert first_draw == np.random.default_rng(epoch_seed(0, epoch, 1)).standard_normal()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_resume_after_interruption_is_bit_identical(tmp_path, optimizer):
+    straight = _model(noise=0.05)
+    straight_history = _fit(straight, epochs=4, optimizer=optimizer, lr=0.01)
+
+    path = tmp_path / "run.npz"
+    first = _model(noise=0.05)
+    _fit(first, epochs=2, optimizer=optimizer, lr=0.01, checkpoint=path)
+
+    resumed = _model(noise=0.05)  # a fresh process: new model, same constructor arguments
+    history = _fit(resumed, epochs=4, optimizer=optimizer, lr=0.01, checkpoint=path, resume=True)
+
+    for name in straight.params:
+        np.testing.assert_array_equal(resumed.params[name], straight.params[name])
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["train_loss"] == straight_history["train_loss"]
+    _, meta = load_checkpoint(path, kind="vae")
+    assert meta["epoch"] == 4 and meta["optimizer"]["name"] == optimizer
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_mid_epoch_is_bit_identical(tmp_path):
+    straight = _model(noise=0.05)
+    _fit(straight, epochs=4, optimizer="adam", lr=0.01)
+
+    path = tmp_path / "run.npz"
+    crashing = _model(noise=0.05)
+    calls = []
+
+    def crash_in_epoch_3(idx):
+        calls.append(1)
+        if len(calls) == 2 * 6 + 3:  # 6 batches per epoch: step 3 of epoch 3
+            raise _Crash
+        return crashing.loss_and_grads(idx)
+
+    with pytest.raises(_Crash):
+        fit_loop(crashing, 53, crash_in_epoch_3, epochs=4, batch_size=10, lr=0.01,
+                 checkpoint=path, progress=False)
+    assert load_checkpoint(path)[1]["epoch"] == 2
+
+    resumed = _model(noise=0.05)
+    _fit(resumed, epochs=4, lr=0.01, checkpoint=path, resume=True)
+    for name in straight.params:
+        np.testing.assert_array_equal(resumed.params[name], straight.params[name])
+
+
+def test_resume_without_a_checkpoint_file_starts_fresh(tmp_path):
+    straight = _model()
+    _fit(straight, epochs=2)
+    fresh = _model()
+    _fit(fresh, epochs=2, checkpoint=tmp_path / "none_yet.npz", resume=True)
+    np.testing.assert_array_equal(fresh.params["W"], straight.params["W"])
+
+
+def test_resume_a_finished_run_changes_nothing(tmp_path):
+    path = tmp_path / "run.npz"
+    model = _model()
+    history = _fit(model, epochs=2, checkpoint=path)
+    again = _model()
+    history_again = _fit(again, epochs=2, checkpoint=path, resume=True)
+    assert history_again == history
+    np.testing.assert_array_equal(again.params["W"], model.params["W"])
+
+
+def test_resume_with_another_optimizer_is_refused(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit(_model(), epochs=1, checkpoint=path, optimizer="adam")
+    with pytest.raises(Exception, match="optimizer='adam'"):
+        _fit(_model(), epochs=2, checkpoint=path, optimizer="sgd", resume=True)
+
+
+def test_two_phases_resume_to_the_same_parameters(tmp_path):
+    def two_phases(model, path, resume):
+        history = _fit(model, epochs=2, phase="all", checkpoint=path, resume=resume, lr=0.01)
+        return _fit(model, epochs=3, phase="W only", param_names=["W"], history=history,
+                    checkpoint=path, resume=resume, lr=0.01)
+
+    straight = _model(noise=0.05)
+    straight_history = two_phases(straight, None, False)
+
+    path = tmp_path / "run.npz"
+    interrupted = _model(noise=0.05)
+    _fit(interrupted, epochs=2, phase="all", checkpoint=path, lr=0.01)
+    _fit(interrupted, epochs=1, phase="W only", param_names=["W"], checkpoint=path, lr=0.01,
+         history=load_checkpoint(path)[1]["history"])
+
+    resumed = _model(noise=0.05)
+    history = two_phases(resumed, path, True)
+    for name in straight.params:
+        np.testing.assert_array_equal(resumed.params[name], straight.params[name])
+    assert history["phase"] == ["all", "all", "W only", "W only", "W only"]
+    assert history["train_loss"] == straight_history["train_loss"]
+
+
+@pytest.mark.parametrize("bad", ["loss", "grad"])
+def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
+    path = tmp_path / "run.npz"
+    model = _model()
+    calls = []
+    snapshot = {}
+
+    def breaks_at_epoch_2_step_3(idx):
+        calls.append(1)
+        loss, grads = model.loss_and_grads(idx)
+        if len(calls) == 6 + 3:
+            snapshot["params"] = {name: value.copy() for name, value in model.params.items()}
+            snapshot["file"] = path.read_bytes()
+            if bad == "loss":
+                return float("nan"), grads
+            grads["W"][0, 1] = np.inf
+        return loss, grads
+
+    with pytest.raises(TrainingDivergedError) as info:
+        fit_loop(model, 53, breaks_at_epoch_2_step_3, epochs=3, batch_size=10, lr=0.01,
+                 checkpoint=path, phase="pretrain", progress=False)
+    message = str(info.value)
+    assert "phase 'pretrain'" in message
+    assert "epoch 2" in message and "step 3 of 6" in message
+    assert str(path) in message and "epoch 1" in message
+    assert ("nan" in message) if bad == "loss" else ("'W' has 1 NaN/Inf values" in message)
+
+    for name, value in snapshot["params"].items():
+        np.testing.assert_array_equal(model.params[name], value)
+    assert path.read_bytes() == snapshot["file"]
+    arrays, meta = load_checkpoint(path, kind="vae")
+    assert meta["epoch"] == 1
+
+
+def test_divergence_without_checkpoint_says_so():
+    model = _model()
+    with pytest.raises(TrainingDivergedError, match="no checkpoint was being written"):
+        fit_loop(model, 53, lambda idx: (float("inf"), {}), epochs=1, progress=False)
+
+
+def test_nonfinite_validation_loss_raises_before_saving(tmp_path):
+    path = tmp_path / "run.npz"
+    model = _model()
+    with pytest.raises(TrainingDivergedError, match="epoch 1, at validation"):
+        _fit(model, epochs=2, evaluate=lambda: float("nan"), checkpoint=path)
+    assert not path.exists()
+
+
+def test_param_names_freezes_the_others():
+    model = _model()
+    b_before = model.params["b"].copy()
+    W_before = model.params["W"].copy()
+    _fit(model, epochs=2, param_names=["W"], lr=0.01)
+    np.testing.assert_array_equal(model.params["b"], b_before)
+    assert not np.array_equal(model.params["W"], W_before)
+
+
+def test_custom_batches_are_used_as_given():
+    model = _model()
+    given = []
+
+    def every_other_example(rng):
+        assert isinstance(rng, np.random.Generator)
+        batches = [np.arange(0, 53, 2), rng.permutation(np.arange(1, 53, 2))[:7]]
+        given.append(batches)
+        return batches
+
+    history = _fit(model, epochs=2, batches=every_other_example)
+    assert len(model.seen) == 4
+    for seen, expected in zip(model.seen, [b for batches in given for b in batches]):
+        np.testing.assert_array_equal(seen, expected)
+    replay = np.random.default_rng(epoch_seed(0, 2, 0))
+    np.testing.assert_array_equal(model.seen[3], replay.permutation(np.arange(1, 53, 2))[:7])
+    assert len(history["epoch"]) == 2
+
+
+def test_checkpoint_every_cadence(tmp_path, monkeypatch):
+    saved_epochs = []
+    real_save = train.save_checkpoint
+
+    def recording_save(path, arrays, meta, kind):
+        saved_epochs.append(meta["epoch"])
+        real_save(path, arrays, meta, kind)
+
+    monkeypatch.setattr(train, "save_checkpoint", recording_save)
+    path = tmp_path / "run.npz"
+    model = _model()
+    _fit(model, epochs=5, checkpoint=path, checkpoint_every=2, kind="LinReg")
+    assert saved_epochs == [2, 4, 5]
+
+    arrays, meta = load_checkpoint(path, kind="LinReg")
+    assert {"param.W", "param.b", "optim.t", "optim.m.W", "optim.v.b"} <= set(arrays)
+    assert meta["optimizer"]["t"] == 5 * 6 and meta["phase"] == "train"
+    assert meta["history"]["epoch"] == [1, 2, 3, 4, 5]
+    model_arrays, model_meta = load_model_state(path, kind="LinReg")
+    np.testing.assert_array_equal(model_arrays["W"], model.params["W"])
+    assert model_meta == {"seed": 0, "noise": 0.0, "dtype": "float64"}
+
+
+def test_progress_bar_runs():
+    model = _model()
+    history = _fit(model, epochs=1, progress=True)
+    assert len(history["epoch"]) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"optimizer": "rmsprop"}, r"not one of \['adam', 'adagrad', 'sgd'\]"),
+        ({"param_names": ["W", "gamma"]}, r"\['gamma'\], which are not parameters"),
+        ({"resume": True}, "needs checkpoint"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"checkpoint_every": 0}, "checkpoint_every=0"),
+        ({"lr": -1.0}, "lr=-1.0"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _fit(_model(), epochs=1, **kwargs)
+
+
+def test_missing_gradient_is_named():
+    model = _model()
+    with pytest.raises(ValueError, match=r"no gradient for \['b'\]"):
+        fit_loop(model, 53, lambda idx: (1.0, {"W": np.zeros((4, 2))}), epochs=1, progress=False)
+
+
+def test_cuda_sim_device_matches_cpu():
+    X, Y = _data(n=12, d=3, k=1)
+    on_cpu = NoisyLinearRegression(X, Y, device="cpu")
+    on_sim = NoisyLinearRegression(X, Y, device="cuda-sim")
+    for model in (on_cpu, on_sim):
+        _fit(model, epochs=1, batch_size=6, lr=0.01)
+    for name in on_cpu.params:
+        np.testing.assert_allclose(on_sim.params[name], on_cpu.params[name], rtol=1e-12)
