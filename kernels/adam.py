@@ -51,8 +51,8 @@ def _check_arrays(param, grad, m, v):
         if not array.flags.c_contiguous:
             raise ValueError(
                 f"adam_step: {name} is not C-contiguous (strides {array.strides}); the fused "
-                "kernel updates flat views in place, so pass contiguous arrays (np.ascontiguousarray "
-                "makes a copy, which would not be updated in place)"
+                "kernel updates flat views in place, so pass contiguous arrays "
+                "(np.ascontiguousarray makes a copy, which would not be updated in place)"
             )
 
 
@@ -69,11 +69,13 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
     cast = np.dtype(dtype).type
     step = lr / (1.0 - beta1**t)
     inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
-    return tuple(cast(c) for c in (step, inv_sqrt_bc2, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps))
+    constants = (step, inv_sqrt_bc2, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps)
+    return tuple(cast(constant) for constant in constants)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _adam_cpu_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1, one_m_beta2, eps):
+def _adam_cpu_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                   one_m_beta2, eps):
     for i in prange(param.size):
         g = grad[i]
         m_i = beta1 * m[i] + one_m_beta1 * g

@@ -10,13 +10,15 @@ optional per-point amplitudes ``a`` (rows of X) and ``b`` (rows of Y). With ampl
 ``sqrt(sigma_i sigma_j) exp(-||x_i - x_j||^2 / 2 l^2)``; it stays positive semi-definite.
 
 Implementations (same signature, ``impl=`` picks): ``reference`` (NumPy, this file),
-``cpu`` (Numba) and ``cuda`` (Numba-CUDA).
+``cpu`` (Numba) and ``cuda`` (Numba-CUDA). Importing this module imports Numba but
+neither numba.cuda nor CuPy: the cuda kernels are compiled on first use.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 def _check_lengthscale(lengthscale, d, dtype):
@@ -117,11 +119,18 @@ def _float_dtype(X):
     return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
-def _check_points(X, name):
+def _check_points(X, name, xp=np):
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (points in rows), got shape {X.shape}; "
             f"reshape a single column with {name}.reshape(-1, 1)"
+        )
+    finite = xp.isfinite(X)
+    bad_rows = xp.nonzero(~xp.all(finite, axis=1))[0]
+    if bad_rows.size:
+        raise ValueError(
+            f"{name} has {int((~finite).sum())} non-finite values (first at row "
+            f"{int(bad_rows[0])}); remove or impute them"
         )
 
 
@@ -137,7 +146,7 @@ def _check_amp(amp, n, name, dtype, xp=np):
 def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
     """Validate and convert the arguments of rbf_matrix; returns contiguous arrays."""
     X = xp.asarray(X)
-    _check_points(X, "X")
+    _check_points(X, "X", xp)
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     symmetric = Y is None
@@ -145,7 +154,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
         Y = X
     else:
         Y = xp.asarray(Y)
-        _check_points(Y, "Y")
+        _check_points(Y, "Y", xp)
         if Y.shape[1] != X.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must hold points "
@@ -161,7 +170,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
 def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
     """Validate and convert the arguments of rbf_grad_contract."""
     X = xp.asarray(X)
-    _check_points(X, "X")
+    _check_points(X, "X", xp)
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     n = X.shape[0]
@@ -179,84 +188,306 @@ def _to_host(x):
     return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
 
 
-# ---- cpu: Numba ------------------------------------------------------------------------
+# ---- cpu: Numba --------------------------------------------------------------------------
+
+#: Edge of the square tiles the cpu kernels work on: a tile's distances, exponentials and
+#: weights (3 x 8 CPU_TILE^2 bytes) stay in the L2 cache while it is written out.
+CPU_TILE = 64
+#: From this many columns on, the cpu rbf_matrix forms squared distances from one matrix
+#: product per tile (BLAS), ||x||^2 + ||y||^2 - 2 x.y, instead of summing differences.
+GEMM_MIN_D = 8
+
+_LOG2E = 1.4426950408889634
+# ln 2 split in two (Cody & Waite): k * _LN2_HI is exact for |k| < 2^20
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+# below this argument 2^k would be subnormal: such entries are recomputed with libm's exp
+_EXP_MIN = -708.0
+_EXP_BITS_BIAS = 1023
 
 
-def _cpu_kernels():
-    """Compile-on-first-use Numba kernels (Numba is imported only when cpu runs)."""
-    global _CPU
-    if _CPU is None:
-        import numba
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _exp_nonpositive(arg, out, scale_bits, count):
+    """``out[:count] = exp(arg[:count])`` for ``arg <= 0``, vectorised (libm's exp is not).
 
-        @numba.njit(cache=True, parallel=True, nogil=True)
-        def matrix_kernel(X, Y, inv_ls, variance, amp_x, amp_y, symmetric, out):
-            n, d = X.shape
-            m = Y.shape[0]
-            for i in numba.prange(n):
-                jmax = i + 1 if symmetric else m
-                for j in range(jmax):
-                    r2 = 0.0
-                    for k in range(d):
-                        diff = (X[i, k] - Y[j, k]) * inv_ls[k]
-                        r2 += diff * diff
-                    value = variance * np.exp(-0.5 * r2) * amp_x[i] * amp_y[j]
-                    out[i, j] = value
-                    if symmetric:
-                        out[j, i] = value
-
-        @numba.njit(cache=True, parallel=True, nogil=True)
-        def contract_kernel(W, X, inv_ls, variance, amp, row_terms, row_damp):
-            n, d = X.shape
-            for i in numba.prange(n):
-                for j in range(n):
-                    r2 = 0.0
-                    for k in range(d):
-                        diff = (X[i, k] - X[j, k]) * inv_ls[k]
-                        r2 += diff * diff
-                    k0 = variance * np.exp(-0.5 * r2)
-                    wk = W[i, j] * k0 * amp[i] * amp[j]
-                    for k in range(d):
-                        diff = (X[i, k] - X[j, k]) * inv_ls[k]
-                        row_terms[i, k] += wk * diff * diff
-                    row_terms[i, d] += wk
-                    row_damp[i] += (W[i, j] + W[j, i]) * k0 * amp[j]
-
-        _CPU = (matrix_kernel, contract_kernel)
-    return _CPU
+    Notes
+    -----
+    exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by
+    its Taylor polynomial to degree 13 (truncation below 5e-18 relative) in Horner form,
+    2^k by writing k + 1023 into a double's exponent bits. Within 1 ulp of NumPy's exp on
+    [-708, 0]; arguments below -708 are clamped here and fixed by the caller.
+    """
+    for t in range(count):
+        x = max(arg[t], _EXP_MIN)
+        k = np.floor(x * _LOG2E + 0.5)
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        p = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        out[t] = p * r + 1.0
+        scale_bits[t] = (np.int64(k) + _EXP_BITS_BIAS) << 52
+    scale = scale_bits.view(np.float64)
+    for t in range(count):
+        out[t] *= scale[t]
 
 
-_CPU = None
+@numba.njit(cache=True, nogil=True)
+def _fix_underflow(arg, out, count):
+    """Recompute with libm the entries whose argument was below the clamp (subnormal or 0)."""
+    for t in range(count):
+        if arg[t] < _EXP_MIN:
+            out[t] = math.exp(arg[t])
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg):
+    """``arg[a * bj + b] = -0.5 |x_(i0+a) - y_(j0+b)|^2`` for one tile (scaled points).
+
+    Summed differences (exact to rounding), or for many columns one matrix product:
+    ``|x|^2 + |y|^2 - 2 x.y`` clamped at 0 (points centred first; see _rbf_matrix_cpu).
+    """
+    d = X.shape[1]
+    if use_gemm:
+        gram = arg[: bi * bj].reshape((bi, bj))
+        np.dot(X[i0 : i0 + bi], Y[j0 : j0 + bj].T, gram)
+        for a in range(bi):
+            sa = sqnorm_x[i0 + a]
+            row = arg[a * bj : (a + 1) * bj]
+            for b in range(bj):
+                row[b] = -0.5 * max(sa + sqnorm_y[j0 + b] - 2.0 * row[b], 0.0)
+        return
+    for a in range(bi):
+        row = arg[a * bj : (a + 1) * bj]
+        for b in range(bj):
+            row[b] = 0.0
+        for k in range(d):
+            xa = X[i0 + a, k]
+            yk = Yt[k, j0 : j0 + bj]
+            for b in range(bj):
+                diff = xa - yk[b]
+                row[b] += diff * diff
+        for b in range(bj):
+            row[b] *= -0.5
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _dot(u, v, count):
+    """``sum_b u[b] v[b]`` over ``count`` entries (reassociated, so it vectorises)."""
+    total = 0.0
+    for b in range(count):
+        total += u[b] * v[b]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _sum(u, count):
+    """``sum_b u[b]`` over ``count`` entries (reassociated, so it vectorises)."""
+    total = 0.0
+    for b in range(count):
+        total += u[b]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _weighted_sq_diff(x, y, weight, count):
+    """``sum_b weight[b] (x - y[b])^2`` (reassociated, so it vectorises)."""
+    total = 0.0
+    for b in range(count):
+        diff = x - y[b]
+        total += weight[b] * (diff * diff)
+    return total
+
+
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
+def _matrix_tiles(
+    X, Yt, Y, sqnorm_x, sqnorm_y, amp_x, amp_y, variance, tile_i, tile_j, may_underflow,
+    symmetric, use_gemm, out,
+):
+    """Fill ``out`` tile by tile; with ``symmetric`` only tiles on and below the diagonal
+    are computed, and each is written twice (in place and mirrored)."""
+    n, m = X.shape[0], Y.shape[0]
+    size = CPU_TILE * CPU_TILE
+    for t in numba.prange(tile_i.shape[0]):
+        i0 = tile_i[t] * CPU_TILE
+        j0 = tile_j[t] * CPU_TILE
+        bi = min(CPU_TILE, n - i0)
+        bj = min(CPU_TILE, m - j0)
+        arg = np.empty(size)
+        kern = np.empty(size)
+        scale_bits = np.empty(size, dtype=np.int64)
+        _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg)
+        _exp_nonpositive(arg, kern, scale_bits, bi * bj)
+        if may_underflow[t]:
+            _fix_underflow(arg, kern, bi * bj)
+        diagonal = symmetric and i0 == j0
+        # (s e) (a_i b_j) gives the same bits for (i, j) and (j, i): K(X) is exactly symmetric
+        for a in range(bi):
+            amp_a = amp_x[i0 + a]
+            row = kern[a * bj : (a + 1) * bj]
+            width = a + 1 if diagonal else bj
+            for b in range(width):
+                row[b] = (variance * row[b]) * (amp_a * amp_y[j0 + b])
+            for b in range(width):
+                out[i0 + a, j0 + b] = row[b]
+        if symmetric:
+            for b in range(bj):
+                for a in range(b + 1 if diagonal else 0, bi):
+                    out[j0 + b, i0 + a] = kern[a * bj + b]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
+def _contract_tiles(
+    W, X, Xt, amp, variance, tile_i, tile_j, may_underflow, terms, row_damp, col_damp
+):
+    """Per tile (i0 >= j0) of the lower triangle: the tile's share of the sums.
+
+    A tile below the diagonal stands for both (i, j) and (j, i) and uses the weight
+    W_ij + W_ji (K is symmetric); a diagonal tile takes every ordered pair with W_ij.
+    ``terms[t, k]`` collects sum w K (x_k - y_k)^2 (k < d) and sum w K (k = d);
+    ``row_damp[t, a]`` and ``col_damp[t, b]`` the tile's row and column sums of w K0 a.
+    """
+    n, d = X.shape
+    size = CPU_TILE * CPU_TILE
+    for t in numba.prange(tile_i.shape[0]):
+        i0 = tile_i[t] * CPU_TILE
+        j0 = tile_j[t] * CPU_TILE
+        bi = min(CPU_TILE, n - i0)
+        bj = min(CPU_TILE, n - j0)
+        arg = np.empty(size)
+        kern = np.empty(size)
+        scale_bits = np.empty(size, dtype=np.int64)
+        weighted = np.empty(CPU_TILE)
+        weighted_amp = np.empty(CPU_TILE)
+        _tile_arg(X, Xt, X, X[:, 0], X[:, 0], i0, j0, bi, bj, False, arg)
+        _exp_nonpositive(arg, kern, scale_bits, bi * bj)
+        if may_underflow[t]:
+            _fix_underflow(arg, kern, bi * bj)
+        mirrored = i0 != j0
+        amp_cols = amp[j0 : j0 + bj]
+        for a in range(bi):
+            i = i0 + a
+            amp_a = amp[i]
+            for b in range(bj):
+                w = W[i, j0 + b] + W[j0 + b, i] if mirrored else W[i, j0 + b]
+                weighted[b] = w * (variance * kern[a * bj + b])
+            row_damp[t, a] = _dot(weighted, amp_cols, bj)
+            for b in range(bj):
+                col_damp[t, b] += weighted[b] * amp_a
+                weighted_amp[b] = weighted[b] * (amp_a * amp_cols[b])
+            terms[t, d] += _sum(weighted_amp, bj)
+            for k in range(d):
+                terms[t, k] += _weighted_sq_diff(X[i, k], Xt[k, j0 : j0 + bj], weighted_amp, bj)
+
+
+def _scaled_points(X, Y, ls):
+    """Points shifted by X's first row and divided by the lengthscales, as float64.
+
+    Distances do not change under a shift; this one keeps |x| small for the matrix-product
+    route, and x - x_0 is exact (Sterbenz) whenever the points sit far from the origin
+    compared with their spread, which is when rounding in a shift would matter.
+    """
+    shift = X[0].astype(np.float64)
+    Xs = np.ascontiguousarray((X - shift) / ls, dtype=np.float64)
+    Ys = Xs if Y is None else np.ascontiguousarray((Y - shift) / ls, dtype=np.float64)
+    return Xs, Ys
+
+
+def _tiles(n, m, symmetric, norm_x, norm_y):
+    """Tile coordinates (lower triangle when symmetric) and whether a tile may underflow.
+
+    |x_i - y_j| <= |x_i| + |y_j|, so a tile's exponent stays above -708 (no subnormal
+    results) when the largest norms of its rows and columns add to less than sqrt(1416).
+    """
+    nb_x = (n + CPU_TILE - 1) // CPU_TILE
+    nb_y = (m + CPU_TILE - 1) // CPU_TILE
+    if symmetric:
+        tile_i, tile_j = np.tril_indices(nb_x)
+    else:
+        tile_i, tile_j = (idx.ravel() for idx in np.indices((nb_x, nb_y)))
+    max_x = np.maximum.reduceat(norm_x, np.arange(0, n, CPU_TILE))
+    max_y = np.maximum.reduceat(norm_y, np.arange(0, m, CPU_TILE))
+    bound = 0.5 * (max_x[tile_i] + max_y[tile_j]) ** 2 * (1 + 1e-9)
+    return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -_EXP_MIN
 
 
 def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):
     X, Y, symmetric, ls, variance, amp_x, amp_y = _prepare_matrix(
         X, Y, lengthscale, variance, amp_x, amp_y
     )
-    matrix_kernel, _ = _cpu_kernels()
-    inv_ls = np.ones(X.shape[1]) / ls
-    ones = np.ones(max(X.shape[0], Y.shape[0]), dtype=X.dtype)
-    out = np.empty((X.shape[0], Y.shape[0]), dtype=X.dtype)
-    matrix_kernel(
-        X, Y, inv_ls, variance,
-        ones if amp_x is None else amp_x, ones if amp_y is None else amp_y,
-        symmetric, out,
+    n, d = X.shape
+    m = Y.shape[0]
+    out = np.empty((n, m), dtype=X.dtype)
+    if n == 0 or m == 0:
+        return out
+    Xs, Ys = _scaled_points(X, None if symmetric else Y, ls)
+    sqnorm_x = np.einsum("ij,ij->i", Xs, Xs)
+    sqnorm_y = sqnorm_x if symmetric else np.einsum("ij,ij->i", Ys, Ys)
+    tile_i, tile_j, may_underflow = _tiles(n, m, symmetric, np.sqrt(sqnorm_x), np.sqrt(sqnorm_y))
+    amp_x = np.ones(n) if amp_x is None else amp_x.astype(np.float64)
+    amp_y = np.ones(m) if amp_y is None else amp_y.astype(np.float64)
+    use_gemm = d >= GEMM_MIN_D
+    args = (
+        Xs, np.ascontiguousarray(Ys.T), Ys, sqnorm_x, sqnorm_y, amp_x, amp_y, variance,
+        tile_i, tile_j, may_underflow, symmetric, use_gemm, out,
     )
+    if use_gemm:
+        # each tile's product runs inside a Numba thread: BLAS must not start its own
+        with _blas_single_thread():
+            _matrix_tiles(*args)
+    else:
+        _matrix_tiles(*args)
     return out
+
+
+_BLAS_CONTROLLER = None
+
+
+def _blas_single_thread():
+    """A context in which BLAS runs single-threaded (the controller is built once)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _rbf_grad_contract_cpu(W, X, lengthscale, variance, amp):
     W, X, ls, variance, amp = _prepare_contract(W, X, lengthscale, variance, amp)
-    _, contract_kernel = _cpu_kernels()
     n, d = X.shape
-    inv_ls = np.ones(d) / ls
-    row_terms = np.zeros((n, d + 1))
-    row_damp = np.zeros(n)
-    contract_kernel(W, X, inv_ls, variance, np.ones(n) if amp is None else amp, row_terms, row_damp)
-    terms = 0.5 * row_terms.sum(axis=0)
-    g_ls = terms[:d] if ls.size == d else terms[:d].sum(keepdims=True)
-    dtheta = np.concatenate([g_ls, terms[d:]]).astype(X.dtype)
-    damp = None if amp is None else (0.5 * row_damp).astype(X.dtype)
-    return dtheta, damp
+    if n == 0:
+        return np.zeros(ls.size + 1, dtype=X.dtype), None if amp is None else amp.copy()
+    Xs, _ = _scaled_points(X, None, ls)
+    norms = np.sqrt(np.einsum("ij,ij->i", Xs, Xs))
+    tile_i, tile_j, may_underflow = _tiles(n, n, True, norms, norms)
+    tiles = tile_i.shape[0]
+    terms = np.zeros((tiles, d + 1))
+    row_damp = np.zeros((tiles, CPU_TILE))
+    col_damp = np.zeros((tiles, CPU_TILE))
+    _contract_tiles(
+        W, Xs, np.ascontiguousarray(Xs.T), np.ones(n) if amp is None else amp.astype(np.float64),
+        variance, tile_i, tile_j, may_underflow, terms, row_damp, col_damp,
+    )
+    total = 0.5 * terms.sum(axis=0)
+    g_ls = total[:d] if ls.size == d else total[:d].sum(keepdims=True)
+    dtheta = np.concatenate([g_ls, total[d:]]).astype(X.dtype)
+    if amp is None:
+        return dtheta, None
+    offsets = np.arange(CPU_TILE)
+    rows = (tile_i[:, None] * CPU_TILE + offsets).ravel()
+    cols = (tile_j[:, None] * CPU_TILE + offsets).ravel()
+    damp = np.bincount(rows, row_damp.ravel(), minlength=n + CPU_TILE)
+    damp += np.bincount(cols, col_damp.ravel(), minlength=n + CPU_TILE)
+    return dtheta, (0.5 * damp[:n]).astype(X.dtype)
 
 
 # ---- cuda: Numba-CUDA -------------------------------------------------------------------
@@ -291,8 +522,6 @@ def _cuda_kernels(dtype):
     from numba import cuda
 
     value_type = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
-    threads = TILE * TILE
-
     @cuda.jit(device=True)
     def load_tiles(A, B, inv_ls, row_a, row_b, col0, a_tile, b_tile, zero):
         """Cooperatively load scaled columns [col0, col0 + DCHUNK) of TILE rows of A and B."""
@@ -305,22 +534,6 @@ def _cuda_kernels(dtype):
             ib = row_b + ty
             a_tile[ty, c] = A[ia, col] * inv_ls[col] if ia < A.shape[0] and col < d else zero
             b_tile[ty, c] = B[ib, col] * inv_ls[col] if ib < B.shape[0] and col < d else zero
-
-    @cuda.jit(device=True)
-    def block_sum(scratch, value):
-        """Sum ``value`` over the block (tree reduction in shared memory); valid in thread 0."""
-        tid = cuda.threadIdx.y * TILE + cuda.threadIdx.x
-        scratch[tid] = value
-        cuda.syncthreads()
-        stride = threads // 2
-        while stride > 0:
-            if tid < stride:
-                scratch[tid] += scratch[tid + stride]
-            cuda.syncthreads()
-            stride //= 2
-        total = scratch[0]
-        cuda.syncthreads()
-        return total
 
     @cuda.jit
     def matrix_kernel(X, Y, inv_ls, variance, amp_x, amp_y, neg_half, zero, out):
@@ -345,20 +558,20 @@ def _cuda_kernels(dtype):
             out[i, j] = variance * math.exp(neg_half * r2) * amp_x[i] * amp_y[j]
 
     @cuda.jit
-    def contract_kernel(W, X, inv_ls, variance, amp, isotropic, neg_half, zero, dtheta, damp):
+    def contract_kernel(W, X, inv_ls, variance, amp, neg_half, zero, dtheta, damp):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         row0 = cuda.blockIdx.y * TILE
         col0 = cuda.blockIdx.x * TILE
         x_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
         y_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
-        scratch = cuda.shared.array(threads, numba.float64)
-        rows = cuda.shared.array((TILE, TILE + 1), numba.float64)
-        cols = cuda.shared.array((TILE, TILE + 1), numba.float64)
+        wk_tile = cuda.shared.array((TILE, TILE + 1), numba.float64)
+        row_amp = cuda.shared.array((TILE, TILE + 1), numba.float64)
+        col_amp = cuda.shared.array((TILE, TILE + 1), numba.float64)
+        partial = cuda.shared.array((TILE, DCHUNK + 1), numba.float64)
         n, d = X.shape
         i = row0 + ty
         j = col0 + tx
-        inside = i < n and j < n
         r2 = zero
         for k0 in range(0, d, DCHUNK):
             load_tiles(X, X, inv_ls, row0, col0, k0, x_tile, y_tile, zero)
@@ -367,50 +580,58 @@ def _cuda_kernels(dtype):
                 diff = x_tile[ty, c] - y_tile[tx, c]
                 r2 += diff * diff
             cuda.syncthreads()
-        wk0 = zero
-        a_i = zero
-        a_j = zero
-        if inside:
+        wk0 = 0.0
+        a_i = 0.0
+        a_j = 0.0
+        if i < n and j < n:
             wk0 = W[i, j] * (variance * math.exp(neg_half * r2))
             a_i = amp[i]
             a_j = amp[j]
-        wk = wk0 * a_i * a_j
-        # amplitude gradient: row sums (for a_i) and column sums (for a_j) of the tile
-        rows[ty, tx] = wk0 * a_j
-        cols[ty, tx] = wk0 * a_i
+        wk_tile[ty, tx] = wk0 * a_i * a_j
+        row_amp[ty, tx] = wk0 * a_j
+        col_amp[ty, tx] = wk0 * a_i
         cuda.syncthreads()
-        if tx == 0 and i < n:
-            row_total = 0.0
+        # amplitude gradient: tile row sums go to a_i, column sums to a_j; the row sums of
+        # W * K (for the variance) are kept in partial[:, 0]
+        if tx == 0:
+            amp_total = 0.0
+            var_total = 0.0
             for c in range(TILE):
-                row_total += rows[ty, c]
-            cuda.atomic.add(damp, i, row_total)
-        if ty == 0 and col0 + tx < n:
-            col_total = 0.0
+                amp_total += row_amp[ty, c]
+                var_total += wk_tile[ty, c]
+            if i < n:
+                cuda.atomic.add(damp, i, amp_total)
+            partial[ty, 0] = var_total
+        if ty == 0 and j < n:
+            amp_total = 0.0
             for r in range(TILE):
-                col_total += cols[r, tx]
-            cuda.atomic.add(damp, col0 + tx, col_total)
-        total = block_sum(scratch, wk)
+                amp_total += col_amp[r, tx]
+            cuda.atomic.add(damp, j, amp_total)
+        cuda.syncthreads()
         if tx == 0 and ty == 0:
-            cuda.atomic.add(dtheta, dtheta.shape[0] - 1, total)
-        # lengthscales: wk * (x_ik - x_jk)^2 / l_k^2, one reduction per column (ARD) or one
-        iso_sum = 0.0
+            var_total = 0.0
+            for r in range(TILE):
+                var_total += partial[r, 0]
+            cuda.atomic.add(dtheta, d, var_total)
+        # lengthscales: thread (ty, tx) sums row ty of W K (x_k - y_k)^2 for column k0 + tx,
+        # then row 0 sums the TILE partial sums of each column: one atomic per column
         for k0 in range(0, d, DCHUNK):
+            cuda.syncthreads()
             load_tiles(X, X, inv_ls, row0, col0, k0, x_tile, y_tile, zero)
             cuda.syncthreads()
-            for c in range(min(DCHUNK, d - k0)):
-                diff = x_tile[ty, c] - y_tile[tx, c]
-                term = wk * diff * diff
-                if isotropic:
-                    iso_sum += term
-                else:
-                    total = block_sum(scratch, term)
-                    if tx == 0 and ty == 0:
-                        cuda.atomic.add(dtheta, k0 + c, total)
+            for c in range(tx, DCHUNK, TILE):
+                row_total = 0.0
+                for jj in range(TILE):
+                    diff = x_tile[ty, c] - y_tile[jj, c]
+                    row_total += wk_tile[ty, jj] * (diff * diff)
+                partial[ty, c] = row_total
             cuda.syncthreads()
-        if isotropic:
-            total = block_sum(scratch, iso_sum)
-            if tx == 0 and ty == 0:
-                cuda.atomic.add(dtheta, 0, total)
+            if ty == 0:
+                for c in range(tx, min(DCHUNK, d - k0), TILE):
+                    col_total = 0.0
+                    for r in range(TILE):
+                        col_total += partial[r, c]
+                    cuda.atomic.add(dtheta, k0 + c, col_total)
 
     _CUDA[key] = (matrix_kernel, contract_kernel)
     return _CUDA[key]
@@ -454,16 +675,18 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     dtype = X.dtype
     n, d = X.shape
     inv_ls = xp.asarray(np.ones(d) / ls, dtype=dtype)
-    dtheta = xp.zeros(ls.size + 1, dtype=np.float64)
+    dtheta = xp.zeros(d + 1, dtype=np.float64)
     damp = xp.zeros(n, dtype=np.float64)
     _, contract_kernel = _cuda_kernels(dtype)
     grid = ((n + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
     _cuda_launch(
         contract_kernel, xp, grid, W, X, inv_ls, scalar(variance),
-        xp.ones(n, dtype=dtype) if amp is None else amp, ls.size == 1,
+        xp.ones(n, dtype=dtype) if amp is None else amp,
         scalar(-0.5), scalar(0.0), dtheta, damp,
     )
+    if ls.size == 1:
+        dtheta = xp.stack([dtheta[:d].sum(), dtheta[d]])
     dtheta = (0.5 * dtheta).astype(dtype)
     return dtheta, None if amp is None else (0.5 * damp).astype(dtype)
 
@@ -476,7 +699,7 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
         return _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y)
     if impl == "cuda":
         return _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y)
-    raise NotImplementedError(f"rbf_matrix impl={impl!r} not written yet")
+    raise ValueError(f"impl={impl!r} is not one of 'reference', 'cpu', 'cuda'")
 
 
 def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu"):
@@ -487,4 +710,4 @@ def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu")
         return _rbf_grad_contract_cpu(W, X, lengthscale, variance, amp)
     if impl == "cuda":
         return _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp)
-    raise NotImplementedError(f"rbf_grad_contract impl={impl!r} not written yet")
+    raise ValueError(f"impl={impl!r} is not one of 'reference', 'cpu', 'cuda'")

@@ -5,7 +5,8 @@ Backward: ``dmu = sum_l dz[l]``, ``dlogvar = 0.5 * exp(logvar / 2) * sum_l dz[l]
 (docs/derivations.md, "Reparameterisation").
 
 Implementations (same signature, ``impl=`` picks): ``reference`` (NumPy, this file),
-``cpu`` (Numba, parallel over rows, one pass over memory) and ``cuda`` (Numba-CUDA,
+``cpu`` (Numba, parallel over rows, one pass over ``eps`` and ``dz`` after a vectorised
+``exp``) and ``cuda`` (Numba-CUDA,
 a grid-stride loop over the ``n * k`` entries of ``mu``; each thread loops over the L
 samples so ``exp(logvar / 2)`` is computed once per entry).
 """
@@ -49,50 +50,84 @@ def reparam_backward_reference(dz, logvar, eps):
 
 # ---- cpu: Numba ------------------------------------------------------------------------
 
+# The kernels are plain Python functions compiled by Numba on first use, so importing this
+# module does not import Numba. ``prange`` is bound to ``numba.prange`` before compiling.
+#
+# The standard deviation exp(logvar / 2) is computed by NumPy's vectorised exp before the
+# kernel runs: Numba has no vector math library here (no SVML), and a scalar exp per entry
+# costs more than the rest of the kernel. The kernel then makes one pass over eps (and dz),
+# rows spread over threads, with the innermost loop running along contiguous memory.
+prange = range
 _CPU = {}
 _PARALLEL_MIN_ENTRIES = 1 << 15  # below this, waking the thread pool costs more than it saves
 
 
-def _cpu_kernel_bodies(numba, loop_range):
-    """The cpu forward and backward, with rows looped by ``loop_range`` (range or prange)."""
-
-    def forward(mu, logvar, eps, z):
-        n_samples, n, k = eps.shape
-        for i in loop_range(n):
+def _forward_rows_serial(mu, std, eps, z):
+    n_samples, n, k = eps.shape
+    for i in range(n):
+        for sample in range(n_samples):
             for j in range(k):
-                std = np.exp(0.5 * logvar[i, j])
-                for sample in range(n_samples):
-                    z[sample, i, j] = mu[i, j] + std * eps[sample, i, j]
+                z[sample, i, j] = mu[i, j] + std[i, j] * eps[sample, i, j]
 
-    def backward(dz, logvar, eps, dmu, dlogvar):
-        n_samples, n, k = eps.shape
-        for i in loop_range(n):
+
+def _forward_rows_parallel(mu, std, eps, z):
+    n_samples, n, k = eps.shape
+    for i in prange(n):
+        for sample in range(n_samples):
             for j in range(k):
-                sum_dz = dz[0, i, j]
-                sum_dz_eps = dz[0, i, j] * eps[0, i, j]
-                for sample in range(1, n_samples):
-                    sum_dz += dz[sample, i, j]
-                    sum_dz_eps += dz[sample, i, j] * eps[sample, i, j]
-                dmu[i, j] = sum_dz
-                dlogvar[i, j] = 0.5 * np.exp(0.5 * logvar[i, j]) * sum_dz_eps
+                z[sample, i, j] = mu[i, j] + std[i, j] * eps[sample, i, j]
 
-    return forward, backward
+
+def _backward_rows_serial(dz, std, eps, dmu, dlogvar):
+    n_samples, n, k = eps.shape
+    for i in range(n):
+        for j in range(k):
+            dmu[i, j] = dz[0, i, j]
+            dlogvar[i, j] = dz[0, i, j] * eps[0, i, j]
+        for sample in range(1, n_samples):
+            for j in range(k):
+                dmu[i, j] += dz[sample, i, j]
+                dlogvar[i, j] += dz[sample, i, j] * eps[sample, i, j]
+        for j in range(k):
+            dlogvar[i, j] = (dlogvar[i, j] * std[i, j]) * 0.5
+
+
+def _backward_rows_parallel(dz, std, eps, dmu, dlogvar):
+    n_samples, n, k = eps.shape
+    for i in prange(n):
+        for j in range(k):
+            dmu[i, j] = dz[0, i, j]
+            dlogvar[i, j] = dz[0, i, j] * eps[0, i, j]
+        for sample in range(1, n_samples):
+            for j in range(k):
+                dmu[i, j] += dz[sample, i, j]
+                dlogvar[i, j] += dz[sample, i, j] * eps[sample, i, j]
+        for j in range(k):
+            dlogvar[i, j] = (dlogvar[i, j] * std[i, j]) * 0.5
 
 
 def _cpu_kernels(parallel: bool):
-    """The Numba cpu kernels (compiled, or loaded from the cache, on first use).
+    """``(forward, backward)`` compiled by Numba (or loaded from its cache) on first use.
 
     ``parallel=True`` spreads rows over threads with ``prange``; small inputs use the
     serial build, for which the thread pool's start-up costs more than the work.
     """
+    global prange
     if not _CPU:
         import numba
 
-        serial = _cpu_kernel_bodies(numba, range)
-        threaded = _cpu_kernel_bodies(numba, numba.prange)
-        _CPU[False] = tuple(numba.njit(cache=True)(f) for f in serial)
-        _CPU[True] = tuple(numba.njit(parallel=True, cache=True)(f) for f in threaded)
+        prange = numba.prange
+        _CPU[False] = (numba.njit(cache=True)(_forward_rows_serial),
+                       numba.njit(cache=True)(_backward_rows_serial))
+        _CPU[True] = (numba.njit(parallel=True, cache=True)(_forward_rows_parallel),
+                      numba.njit(parallel=True, cache=True)(_backward_rows_parallel))
     return _CPU[parallel]
+
+
+def _std(logvar):
+    """``exp(logvar / 2)`` in the dtype of ``logvar`` (NumPy's vectorised exp)."""
+    std = np.multiply(logvar, 0.5)
+    return np.exp(std, out=std)
 
 
 # ---- cuda: Numba-CUDA ------------------------------------------------------------------
@@ -193,7 +228,7 @@ def reparam_forward(mu, logvar, eps, impl="cpu"):
     mu, logvar, eps = (xp.ascontiguousarray(a) for a in (mu, logvar, eps))
     z = xp.empty(eps.shape, dtype=eps.dtype)
     if impl == "cpu":
-        _cpu_kernels(eps.size >= _PARALLEL_MIN_ENTRIES)[0](mu, logvar, eps, z)
+        _cpu_kernels(eps.size >= _PARALLEL_MIN_ENTRIES)[0](mu, _std(logvar), eps, z)
     elif impl == "cuda":
         _cuda_launch(_cuda_kernels()["forward"], mu.size, (mu, logvar, eps, z))
     else:
@@ -213,7 +248,8 @@ def reparam_backward(dz, logvar, eps, impl="cpu"):
     dmu = xp.empty(logvar.shape, dtype=dz.dtype)
     dlogvar = xp.empty(logvar.shape, dtype=dz.dtype)
     if impl == "cpu":
-        _cpu_kernels(eps.size >= _PARALLEL_MIN_ENTRIES)[1](dz, logvar, eps, dmu, dlogvar)
+        _cpu_kernels(eps.size >= _PARALLEL_MIN_ENTRIES)[1](dz, _std(logvar), eps, dmu,
+                                                           dlogvar)
     elif impl == "cuda":
         _cuda_launch(_cuda_kernels()["backward"], logvar.size, (dz, logvar, eps, dmu, dlogvar))
     else:

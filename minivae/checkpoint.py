@@ -69,11 +69,14 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
     """
     path = Path(path)
     if META_KEY in arrays:
-        raise ValueError(f"array name {META_KEY!r} is reserved for the checkpoint metadata; rename it")
+        raise ValueError(
+            f"array name {META_KEY!r} is reserved for the checkpoint metadata; rename it"
+        )
     reserved = {"format_version", "kind", "minivae_version"} & set(meta)
     if reserved:
         raise ValueError(
-            f"meta keys {sorted(reserved)} are reserved and filled in by save_checkpoint; remove them"
+            f"meta keys {sorted(reserved)} are reserved and filled in by save_checkpoint; "
+            "remove them"
         )
     host_arrays = {}
     for name, value in arrays.items():
@@ -168,8 +171,8 @@ def load_checkpoint(path, kind: str | None = None) -> tuple[dict, dict]:
         ) from exc
     if not isinstance(meta, dict):
         raise CheckpointError(
-            f"{str(path)!r}: the {META_KEY!r} entry is a JSON {type(meta).__name__}, not an object; "
-            "the file is corrupt"
+            f"{str(path)!r}: the {META_KEY!r} entry is a JSON {type(meta).__name__}, "
+            "not an object; the file is corrupt"
         )
     found_version = meta.get("format_version")
     if found_version != FORMAT_VERSION:

@@ -81,7 +81,8 @@ def load_model_state(path, kind=None) -> tuple[dict, dict]:
             "(its metadata has no 'model' entry); load it with the model's load method"
         )
     model_arrays = {
-        key[len(MODEL_PREFIX):]: value for key, value in arrays.items() if key.startswith(MODEL_PREFIX)
+        key[len(MODEL_PREFIX):]: value for key, value in arrays.items()
+        if key.startswith(MODEL_PREFIX)
     }
     return model_arrays, meta["model"]
 
@@ -109,18 +110,18 @@ def _validate(model, n_examples, epochs, batch_size, checkpoint, checkpoint_ever
     return list(param_names)
 
 
-def _nonfinite_grads(xp, grads) -> list:
-    """``[(name, count), ...]`` for the gradients holding NaN or Inf values.
+def _nonfinite_counts(xp, arrays) -> list:
+    """``[(name, count), ...]`` for the arrays (gradients or parameters) holding NaN or Inf.
 
     One reduction and one device synchronisation in the common all-finite case; the
-    per-array count runs only when that sum is not finite.
+    per-array counts run only when that sum is not finite (or overflows).
     """
-    total = float(sum(xp.sum(grad) for grad in grads.values()))
+    total = float(sum(xp.sum(array) for array in arrays.values()))
     if math.isfinite(total):
         return []
     bad = []
-    for name, grad in grads.items():
-        count = int(grad.size - int(xp.count_nonzero(xp.isfinite(grad))))
+    for name, array in arrays.items():
+        count = int(array.size - int(xp.count_nonzero(xp.isfinite(array))))
         if count:
             bad.append((name, count))
     return bad
@@ -305,7 +306,7 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
                     f"{list(grads)}"
                 )
             update = {name: grads[name] for name in names}
-            bad = _nonfinite_grads(xp, update)
+            bad = _nonfinite_counts(xp, update)
             if bad:
                 listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)
                 run.diverged(epoch, where, f"the loss is {loss} but the gradient of {listing}")
@@ -319,7 +320,7 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
                 f"phase {phase!r}, epoch {epoch}: the batches returned no examples; "
                 "batches(rng) must return a non-empty list of non-empty index arrays"
             )
-        bad = _nonfinite_grads(xp, {name: model.params[name] for name in names})
+        bad = _nonfinite_counts(xp, {name: model.params[name] for name in names})
         if bad:
             listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)
             run.diverged(epoch, "after its last step", f"the parameter {listing}")

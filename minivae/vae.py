@@ -124,7 +124,7 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
             row, col = np.argwhere(outside)[0]
             raise DataError(
                 f"{name} has {int(outside.sum())} values outside [0, 1] (first at row {row}, "
-                f"column {col}: {X[row, col]!r}), which a Bernoulli likelihood cannot model; "
+                f"column {col}: {X[row, col].item()!r}), which a Bernoulli likelihood cannot model; "
                 'rescale the data to [0, 1] or use likelihood="gaussian"'
             )
     return X

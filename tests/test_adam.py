@@ -115,7 +115,8 @@ def test_rejects_bad_arrays(impl):
 
 def test_unknown_impl_is_named():
     arrays = [np.ones(3) for _ in range(4)]
-    with pytest.raises(ValueError, match=r"impl='gpu' is not one of \['cpu', 'cuda', 'reference'\]"):
+    valid = r"\['cpu', 'cuda', 'reference'\]"
+    with pytest.raises(ValueError, match=r"impl='gpu' is not one of " + valid):
         adam_step(*arrays, impl="gpu")
 
 

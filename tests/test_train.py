@@ -147,7 +147,8 @@ def test_shuffle_and_noise_generators_are_reseeded_every_epoch():
 
     fit_loop(model, 53, recording, epochs=2, batch_size=60, progress=False)
     for epoch, (idx, first_draw) in enumerate(draws, start=1):
-        np.testing.assert_array_equal(idx, np.random.default_rng(epoch_seed(0, epoch, 0)).permutation(53))
+        shuffle = np.random.default_rng(epoch_seed(0, epoch, 0))
+        np.testing.assert_array_equal(idx, shuffle.permutation(53))
         assert first_draw == np.random.default_rng(epoch_seed(0, epoch, 1)).standard_normal()
 
 

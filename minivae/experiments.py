@@ -1,0 +1,855 @@
+"""Experiments: Variational Autoencoded Regression against its baselines, and the demo.
+
+The question (Yoo et al., CVPR 2017): given images paired with low-dimensional inputs
+(a frame's position in a sequence, a body's joint positions), how well can a model
+predict the image of an input it has not seen? Every method here is trained on the
+anchor frames of a split (:meth:`minivae.datasets.SequenceData.split`) and scored on the
+held-out frames with MSE, PSNR and SSIM (:func:`minivae.metrics.summarize`).
+
+Methods, each a small class with ``fit(X, Y, groups)`` and ``predict(X, groups)``, ``Y``
+being images (n, H, W):
+
+- :class:`NearestAnchor`: the training image whose input is nearest, in its own sequence;
+- :class:`PixelGP`: Gaussian-process regression straight on the pixels, one GP per
+  sequence;
+- :class:`TwoStage`: a VAE trained alone on the training images, then one GP per
+  sequence regressing its codes; decode the regressed code;
+- ``"var"``: :class:`minivae.var.VARegressor`, the VAE and the GP trained together.
+
+Entry points: :func:`run_experiment` (one data set, one split, one seed; optionally
+writes figures, ``metrics.json``, ``report.md`` and VAR's checkpoint into a folder),
+:func:`compare_seeds` (means and standard deviations over seeds), :func:`run_demo`
+(``minivae demo``) and :func:`train_var_cli` (``minivae train var``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import datasets, metrics, plots
+from .errors import DataError
+
+METHODS = ("nearest_anchor", "pixel_gp", "two_stage", "var")
+"""Names of the methods :func:`run_experiment` knows, in the order reports list them."""
+
+DEFAULT_EPOCHS = (30, 60, 20)
+"""VAR's (pre-training, joint, fine-tuning) epochs; the two-stage VAE trains for their sum."""
+
+DEFAULT_SETTINGS = {
+    "latent_dim": 8,
+    "hidden": (256,),
+    "activation": "relu",
+    "likelihood": "bernoulli",
+    "lr": 1e-3,
+    "batch_size": 64,
+    "n_anchor": 12,
+    "n_query": 8,
+    "lengthscale": None,
+    "noise": 1e-3,
+    "gp_starts": 3,
+    "dtype": "float32",
+    "device": "cpu",
+    "n_anchor_every": 4,
+    "holdout": 0.25,
+}
+"""Model and split settings shared by the methods; :func:`run_experiment` takes overrides.
+
+``latent_dim, hidden, activation, likelihood, lr, batch_size, dtype, device`` configure
+both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only VAR;
+``gp_starts`` the baselines' GPs; ``n_anchor_every`` and ``holdout`` the split."""
+
+DEMO_EPOCHS = (40, 80, 20)
+"""The demo's VAR epochs, chosen so that ``minivae demo`` ends in about 2 minutes on 2 cores."""
+
+QUICK_EPOCHS = (3, 3, 2)
+"""``minivae demo --quick``: a smoke run."""
+
+TRAJECTORY_POINTS = 200
+"""Inputs on the dense grid of the latent-trajectory figure."""
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def _group_labels(groups, n):
+    """``groups`` as an int64 array (n,); all zeros for None (one sequence)."""
+    if groups is None:
+        return np.zeros(n, dtype=np.int64)
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise DataError(f"groups has shape {labels.shape} but there are {n} examples; "
+                        "give one sequence id per example, or None for a single sequence")
+    return labels.astype(np.int64)
+
+
+def _as_inputs(X):
+    """Inputs as float64 (n, p); a 1-D array is one input column."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise DataError(f"X has shape {X.shape}; give inputs as (n, p), one row per example")
+    return X
+
+
+def _as_images(Y, n):
+    """Images as float64 (n, H, W), checked against the number of inputs."""
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim != 3 or Y.shape[0] != n:
+        raise DataError(f"Y has shape {Y.shape}; give {n} images as (n, H, W), one per input row")
+    return Y
+
+
+def _rows_of_group(train_groups, group):
+    """Indices of the training rows in ``group``; DataError if it has none."""
+    rows = np.flatnonzero(train_groups == group)
+    if rows.size == 0:
+        known = np.unique(train_groups).tolist()
+        raise DataError(f"sequence {int(group)} has no training examples (sequences seen in fit: "
+                        f"{known}); predict only for sequences that had anchors in fit")
+    return rows
+
+
+def starting_lengthscales(X, n_starts=3):
+    """Starting lengthscales for an RBF kernel on inputs X (n, p), spread over the data's scales.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, p)
+    n_starts : int, default 3
+
+    Returns
+    -------
+    ndarray of float64, shape (n_starts,)
+        Geometrically spaced from the median distance of a row to its nearest distinct
+        neighbour up to the median pairwise distance (one value, the median distance, for
+        ``n_starts=1``; 1.0 if all rows coincide).
+
+    Notes
+    -----
+    The log marginal likelihood of many outputs (pixels, codes) often has a second,
+    worse maximum at a vanishing lengthscale (white noise around the mean); started from
+    the median pairwise distance alone, L-BFGS-B tends to slide into it. Starting from
+    the data's own spacings as well finds the smooth maximum.
+    """
+    X = _as_inputs(X)
+    distances = np.sqrt(np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1))
+    distinct = np.where(distances > 0, distances, np.inf)
+    nearest = distinct.min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    if nearest.size == 0:
+        return np.ones(n_starts)
+    upper = float(np.median(distinct[np.isfinite(distinct)]))
+    if n_starts == 1:
+        return np.array([upper])
+    return np.geomspace(float(np.median(nearest)), upper, n_starts)
+
+
+class _PerGroupGP:
+    """One :class:`~minivae.gp.GPRegressor` per sequence on targets centred by its mean.
+
+    Each sequence's GP has a constant mean function per output (the mean of its training
+    targets) and its own hyperparameters, shared by all outputs, that maximise the log
+    marginal likelihood: L-BFGS-B from each of :func:`starting_lengthscales` (signal
+    variance starting at the mean target variance, noise at 1% of it), the highest
+    maximum winning. A sequence with fewer than two training rows, or with constant
+    targets, predicts its mean.
+    """
+
+    def __init__(self, n_starts=3, device="cpu"):
+        self.n_starts = int(n_starts)
+        self.device = device
+
+    def fit(self, X, T, groups):
+        from .gp import GPRegressor
+
+        self.groups_ = groups.copy()
+        self.models_, self.means_ = {}, {}
+        for group in np.unique(groups):
+            rows = np.flatnonzero(groups == group)
+            mean = T[rows].mean(axis=0)
+            centred = T[rows] - mean
+            variance = float(np.mean(centred.var(axis=0)))
+            self.means_[group] = mean
+            if rows.size < 2 or variance == 0.0:
+                self.models_[group] = None
+                continue
+            fits = [GPRegressor(lengthscale=start, variance=variance, noise=1e-2 * variance,
+                                device=self.device).fit(X[rows], centred)
+                    for start in starting_lengthscales(X[rows], self.n_starts)]
+            self.models_[group] = max(fits, key=lambda gp: gp.log_marginal_likelihood_value_)
+        return self
+
+    def predict(self, X, groups):
+        """Posterior mean (m, t) and latent variance (m,) at inputs X with sequence ids groups."""
+        t = next(iter(self.means_.values())).shape[0]
+        mean = np.empty((X.shape[0], t))
+        variance = np.zeros(X.shape[0])
+        for group in np.unique(groups):
+            _rows_of_group(self.groups_, group)
+            rows = np.flatnonzero(groups == group)
+            gp = self.models_[group]
+            if gp is None:
+                mean[rows] = self.means_[group]
+                continue
+            centred, std = gp.predict(X[rows], return_std=True)
+            mean[rows] = centred.reshape(rows.size, t) + self.means_[group]
+            variance[rows] = std**2
+        return mean, variance
+
+
+# ---- baselines ----------------------------------------------------------------------
+
+
+class NearestAnchor:
+    """Predict the training image whose input is nearest (Euclidean) within the same sequence.
+
+    The simplest baseline: no model, no interpolation. Ties go to the earliest training
+    example.
+    """
+
+    def fit(self, X, Y, groups=None):
+        """Store the training examples.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, p)
+        Y : array_like, shape (n, H, W)
+        groups : array_like of int, shape (n,), optional
+            Sequence id of each example; None for one sequence.
+
+        Returns
+        -------
+        self
+        """
+        self.X_ = _as_inputs(X)
+        self.Y_ = _as_images(Y, self.X_.shape[0])
+        self.groups_ = _group_labels(groups, self.X_.shape[0])
+        return self
+
+    def predict(self, X, groups=None):
+        """The stored image of the nearest training input of each query's sequence.
+
+        Parameters
+        ----------
+        X : array_like, shape (m, p)
+        groups : array_like of int, shape (m,), optional
+
+        Returns
+        -------
+        ndarray of float64, shape (m, H, W)
+            Exact copies of training images.
+        """
+        X = _as_inputs(X)
+        groups = _group_labels(groups, X.shape[0])
+        nearest = np.empty(X.shape[0], dtype=np.int64)
+        for row, (query, group) in enumerate(zip(X, groups)):
+            candidates = _rows_of_group(self.groups_, group)
+            squared = np.sum((self.X_[candidates] - query) ** 2, axis=1)
+            nearest[row] = candidates[np.argmin(squared)]
+        return self.Y_[nearest].copy()
+
+
+class PixelGP:
+    """Gaussian-process regression on raw pixels, one GP per sequence.
+
+    Parameters
+    ----------
+    n_starts : int, default 3
+        Starting lengthscales of each GP's hyperparameter optimisation
+        (:func:`starting_lengthscales`).
+    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
+
+    Notes
+    -----
+    Each sequence's H*W pixels are the outputs of one multi-output GP: one RBF kernel,
+    one set of hyperparameters (lengthscale, signal variance, noise) for all pixels,
+    fitted by maximising the summed log marginal likelihood, and a constant mean per
+    pixel (the sequence's mean training image). Predictions are the posterior mean, not
+    clipped to [0, 1].
+    """
+
+    def __init__(self, n_starts=3, device="cpu"):
+        self.n_starts = n_starts
+        self.device = device
+
+    def fit(self, X, Y, groups=None):
+        """Fit one GP per sequence to its images.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, p)
+        Y : array_like, shape (n, H, W)
+        groups : array_like of int, shape (n,), optional
+
+        Returns
+        -------
+        self
+        """
+        X = _as_inputs(X)
+        Y = _as_images(Y, X.shape[0])
+        self.image_shape_ = Y.shape[1:]
+        self.gps_ = _PerGroupGP(self.n_starts, self.device)
+        self.gps_.fit(X, Y.reshape(Y.shape[0], -1), _group_labels(groups, X.shape[0]))
+        return self
+
+    def predict(self, X, groups=None):
+        """Posterior mean images, shape (m, H, W)."""
+        X = _as_inputs(X)
+        mean, _ = self.gps_.predict(X, _group_labels(groups, X.shape[0]))
+        return mean.reshape(X.shape[0], *self.image_shape_)
+
+
+class TwoStage:
+    """A VAE trained alone on the training images, then a GP per sequence on its codes.
+
+    Parameters
+    ----------
+    latent_dim : int, default 8
+    hidden : tuple of int, default (256,)
+    activation : {"relu", "tanh", "softplus"}, default "relu"
+    likelihood : {"bernoulli", "gaussian"}, default "bernoulli"
+    epochs : int, default 110
+        VAE training epochs.
+    lr : float, default 1e-3
+    batch_size : int, default 64
+    n_starts : int, default 3
+        Starting lengthscales of each GP's hyperparameter optimisation.
+    dtype : {"float32", "float64"}, default "float32"
+        The VAE's; the GPs work in float64.
+    seed : int, default 0
+    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
+
+    Attributes
+    ----------
+    vae_ : minivae.vae.VAE
+    history_ : dict
+        The VAE's training history.
+
+    Notes
+    -----
+    Stage one maximises the ELBO of the training images alone; stage two fits, per
+    sequence, a GP from the inputs to the encoder means :math:`\\mu(y)` (the setup of
+    :class:`_PerGroupGP`). A prediction is :math:`\\mathrm{decode}(\\bar z(x))` with
+    :math:`\\bar z` the GP posterior mean. Nothing in stage one knows that the codes will
+    be regressed: the difference to VAR, which trains the encoder, decoder and GP together.
+    """
+
+    def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
+                 epochs=110, lr=1e-3, batch_size=64, n_starts=3, dtype="float32", seed=0,
+                 device="cpu"):
+        self.latent_dim = latent_dim
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.likelihood = likelihood
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.n_starts = n_starts
+        self.dtype = dtype
+        self.seed = seed
+        self.device = device
+
+    def fit(self, X, Y, groups=None, progress=False):
+        """Train the VAE on ``Y``, then regress its codes from ``X`` per sequence.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, p)
+        Y : array_like, shape (n, H, W)
+        groups : array_like of int, shape (n,), optional
+        progress : bool, default False
+            Show the VAE's tqdm bars.
+
+        Returns
+        -------
+        self
+        """
+        from .vae import VAE
+
+        X = _as_inputs(X)
+        Y = _as_images(Y, X.shape[0])
+        self.image_shape_ = Y.shape[1:]
+        pixels = Y.reshape(Y.shape[0], -1)
+        self.vae_ = VAE(pixels.shape[1], self.latent_dim, hidden=self.hidden,
+                        activation=self.activation, likelihood=self.likelihood,
+                        dtype=self.dtype, seed=self.seed, device=self.device)
+        self.history_ = self.vae_.fit(pixels, epochs=self.epochs, batch_size=self.batch_size,
+                                      lr=self.lr, progress=progress)
+        codes, _ = self.vae_.encode(pixels)
+        self.gps_ = _PerGroupGP(self.n_starts, self.device)
+        self.gps_.fit(X, np.asarray(codes, dtype=np.float64), _group_labels(groups, X.shape[0]))
+        return self
+
+    def predict_latent(self, X, groups=None):
+        """GP posterior of the code: mean (m, latent_dim) and latent variance (m,)."""
+        X = _as_inputs(X)
+        return self.gps_.predict(X, _group_labels(groups, X.shape[0]))
+
+    def predict(self, X, groups=None):
+        """Decoded regressed codes, shape (m, H, W)."""
+        mean, _ = self.predict_latent(X, groups)
+        decoded = self.vae_.decode(mean.astype(self.vae_.dtype))
+        return np.asarray(decoded, dtype=np.float64).reshape(mean.shape[0], *self.image_shape_)
+
+
+# ---- one experiment -----------------------------------------------------------------
+
+
+def _check_epochs(epochs):
+    """(pre, joint, fine) as a tuple of three non-negative ints."""
+    if len(tuple(epochs)) != 3 or any(int(e) != e or e < 0 for e in epochs):
+        raise ValueError(f"epochs={epochs!r} must be three non-negative integers "
+                         "(pre-training, joint, fine-tuning)")
+    return tuple(int(e) for e in epochs)
+
+
+def _check_methods(methods):
+    """``methods`` as a tuple of known names, without repeats."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = tuple(dict.fromkeys(methods))
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods={methods!r}: unknown {unknown}; choose from {METHODS}")
+    return methods
+
+
+def _settings(overrides):
+    """DEFAULT_SETTINGS updated by ``overrides``; unknown keys are an error."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; the settings are {sorted(DEFAULT_SETTINGS)}")
+    settings = {**DEFAULT_SETTINGS, **overrides}
+    settings["hidden"] = tuple(settings["hidden"])
+    return settings
+
+
+def _make_method(name, settings, epochs, seed):
+    """A fresh, unfitted model for method ``name``."""
+    shared = {key: settings[key] for key in ("latent_dim", "hidden", "activation", "likelihood",
+                                             "lr", "batch_size", "dtype", "device")}
+    if name == "nearest_anchor":
+        return NearestAnchor()
+    if name == "pixel_gp":
+        return PixelGP(n_starts=settings["gp_starts"], device=settings["device"])
+    if name == "two_stage":
+        return TwoStage(epochs=sum(epochs), n_starts=settings["gp_starts"], seed=seed,
+                        **shared)
+    from .var import VARegressor
+
+    return VARegressor(n_anchor=settings["n_anchor"], n_query=settings["n_query"],
+                       epochs=epochs, lengthscale=settings["lengthscale"],
+                       noise=settings["noise"], seed=seed, **shared)
+
+
+_TRAINED = ("two_stage", "var")
+"""Methods whose fit trains a network and takes ``progress``."""
+
+
+def _dense_inputs(X, t, n_points):
+    """Inputs along one sequence at ``n_points`` equally spaced positions in t.
+
+    Each input column is interpolated linearly over t between the sequence's frames
+    (for the image sequences, whose input is t itself, the grid is t).
+    """
+    order = np.argsort(t, kind="stable")
+    t_sorted, X_sorted = t[order], X[order]
+    t_dense = np.linspace(t_sorted[0], t_sorted[-1], n_points)
+    X_dense = np.column_stack([np.interp(t_dense, t_sorted, column) for column in X_sorted.T])
+    return t_dense, X_dense
+
+
+def _write_text(path, text):
+    """Write ``text`` to ``path`` atomically (temporary file, then os.replace)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _json_ready(value):
+    """Replace non-finite floats (an exact prediction's PSNR is inf) by None, recursively."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_table(method_metrics):
+    """A markdown table of each method's MSE, PSNR, SSIM and timings.
+
+    Parameters
+    ----------
+    method_metrics : dict
+        Method name -> ``{"mse", "psnr", "ssim", "fit_seconds", "predict_seconds"}``
+        (the ``"methods"`` entry of :func:`run_experiment`'s result).
+
+    Returns
+    -------
+    str
+    """
+    lines = ["| method | MSE | PSNR (dB) | SSIM | fit (s) | predict (s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, values in method_metrics.items():
+        lines.append(f"| {name} | {values['mse']:.5f} | {values['psnr']:.2f} | "
+                     f"{values['ssim']:.4f} | {values['fit_seconds']:.1f} | "
+                     f"{values['predict_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def _report_markdown(result, figures):
+    """The report.md text of one experiment."""
+    settings = ", ".join(f"{key}={value!r}" for key, value in result["settings"].items())
+    lines = [
+        f"# {result['data']}: {result['mode']} (seed {result['seed']})",
+        "",
+        f"Run started {result['started_utc']} UTC and took {result['total_seconds']:.1f} s.",
+        f"{result['n_train']} training frames (anchors), {result['n_test']} held-out frames, "
+        f"images {result['image_shape'][0]}x{result['image_shape'][1]}, "
+        f"{result['n_groups']} sequences.",
+        "",
+        "Metrics are means over the held-out frames (PSNR and SSIM with data range 1).",
+        "",
+        format_table(result["methods"]),
+        "",
+        f"- seed: {result['seed']} (models; the data set is fixed)",
+        f"- epochs (VAR pre-training, joint, fine-tuning): {tuple(result['epochs'])}; "
+        f"the two-stage VAE trains for their sum, {sum(result['epochs'])}",
+        f"- settings: {settings}",
+        "",
+        "## Figures",
+        "",
+    ]
+    for caption, file_name in figures:
+        lines += [f"{caption}: [{file_name}]({file_name})", "", f"![{caption}]({file_name})", ""]
+    if result.get("checkpoint"):
+        lines += [f"VAR checkpoint: [{result['checkpoint']}]({result['checkpoint']})", ""]
+    return "\n".join(lines)
+
+
+def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, result):
+    """Figures, VAR's checkpoint, metrics.json and report.md into ``folder``."""
+    folder = Path(folder)
+    test = data.subset(test_idx)
+    shown = np.unique(np.linspace(0, test.n - 1, min(8, test.n)).round().astype(np.int64))
+    plots.compare_methods(test.Y[shown], {name: images[shown] for name, images in predictions.items()},
+                          folder / "comparison.png", n_show=shown.size)
+    figures = [("Held-out ground truth (top) and each method's prediction", "comparison.png")]
+    if "var" in fitted:
+        var = fitted["var"]
+        group = test.groups[0]
+        in_group = data.groups == group
+        anchors = train_idx[data.groups[train_idx] == group]
+        t_dense, X_dense = _dense_inputs(data.X[in_group], data.t[in_group], TRAJECTORY_POINTS)
+        mean, variance = var.predict_latent(X_dense, groups=np.full(t_dense.size, group))
+        codes = var.encode(data.Y[anchors])[0]
+        plots.plot_latent_trajectory(data.t[anchors], codes, t_dense, mean,
+                                     np.sqrt(np.asarray(variance)), folder / "latent_trajectory.png")
+        figures.append((f"VAR latent code over t for sequence {int(group)}: anchors' codes and the "
+                        "GP mean with its 95% band (first 2 dimensions)", "latent_trajectory.png"))
+        plots.plot_history(var.history_, folder / "var_loss.png", title="VAR training loss")
+        figures.append(("VAR training loss per epoch and phase", "var_loss.png"))
+        var.save(folder / "var_checkpoint.npz")
+        result["checkpoint"] = "var_checkpoint.npz"
+    if "two_stage" in fitted:
+        plots.plot_history(fitted["two_stage"].history_, folder / "two_stage_loss.png",
+                           title="Two-stage: VAE training loss")
+        figures.append(("Two-stage VAE training loss per epoch", "two_stage_loss.png"))
+    result["figures"] = [file_name for _, file_name in figures]
+    _write_text(folder / "metrics.json", json.dumps(_json_ready(result), indent=2))
+    _write_text(folder / "report.md", _report_markdown(result, figures))
+
+
+def _prepare_output_folder(out_dir):
+    """A fresh staging folder beside ``out_dir`` (``<out_dir>.tmp-XXXX``)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"out_dir {str(out_dir)!r} exists and is a file; give a folder path")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def _publish_folder(staging, out_dir):
+    """Move the finished ``staging`` folder to ``out_dir``, replacing an earlier one.
+
+    The earlier folder is first renamed aside and deleted only once the new one is in
+    place, so ``out_dir`` is at every moment either the old or the new complete folder
+    (or briefly absent).
+    """
+    out_dir = Path(out_dir)
+    retired = None
+    if out_dir.exists():
+        retired = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
+        os.rename(out_dir, retired)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        if retired is not None:
+            os.rename(retired, out_dir)
+        raise
+    if retired is not None:
+        shutil.rmtree(retired)
+
+
+def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=DEFAULT_EPOCHS,
+                   out_dir=None, progress=True, settings=None):
+    """Train every method on a split's anchors and score it on the held-out frames.
+
+    Parameters
+    ----------
+    data : minivae.datasets.SequenceData
+    mode : {"interpolation", "extrapolation"}, default "interpolation"
+        The split (:meth:`~minivae.datasets.SequenceData.split`, with the settings'
+        ``n_anchor_every`` and ``holdout``).
+    methods : sequence of str, default all of :data:`METHODS`
+    seed : int, default 0
+        Seed of every model (the data set is not reseeded).
+    epochs : (int, int, int), default :data:`DEFAULT_EPOCHS`
+        VAR's pre-training, joint and fine-tuning epochs. The two-stage VAE trains for
+        their sum, so both networks see the training images equally often.
+    out_dir : str or Path, optional
+        Folder to write the figures, ``metrics.json``, ``report.md`` and
+        ``var_checkpoint.npz`` into. It is built as ``<out_dir>.tmp-XXXX`` and renamed
+        to ``out_dir`` only when complete, replacing an earlier folder; if anything
+        fails, nothing is left behind and an earlier folder is untouched.
+    progress : bool, default True
+        A tqdm bar over the methods, and the networks' training bars.
+    settings : dict, optional
+        Overrides of :data:`DEFAULT_SETTINGS`.
+
+    Returns
+    -------
+    dict
+        ``data, mode, seed, epochs, settings, n_train, n_test, n_groups, image_shape,
+        started_utc, total_seconds`` and ``methods``: method name -> ``{"mse", "psnr",
+        "ssim", "fit_seconds", "predict_seconds"}``, the metrics being means over the
+        held-out frames. With ``out_dir`` also ``figures`` (file names) and
+        ``checkpoint`` (when VAR ran).
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, method or setting, or malformed epochs.
+    DataError
+        If the split holds out nothing, or ``out_dir`` is a file.
+    """
+    methods = _check_methods(methods)
+    epochs = _check_epochs(epochs)
+    settings = _settings(settings)
+    started = time.perf_counter()
+    started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    train_idx, test_idx = data.split(mode, n_anchor_every=settings["n_anchor_every"],
+                                     holdout=settings["holdout"])
+    train, test = data.subset(train_idx), data.subset(test_idx)
+    staging = _prepare_output_folder(out_dir) if out_dir is not None else None
+    try:
+        fitted, predictions, scores = {}, {}, {}
+        for name in tqdm(methods, desc=f"{data.name} {mode}", disable=not progress):
+            model = _make_method(name, settings, epochs, seed)
+            fit_options = {"progress": progress} if name in _TRAINED else {}
+            tick = time.perf_counter()
+            model.fit(train.X, train.Y, train.groups, **fit_options)
+            fit_seconds = time.perf_counter() - tick
+            tick = time.perf_counter()
+            predicted = np.asarray(model.predict(test.X, test.groups), dtype=np.float64)
+            predict_seconds = time.perf_counter() - tick
+            predicted = predicted.reshape(test.Y.shape)
+            fitted[name], predictions[name] = model, predicted
+            scores[name] = {**metrics.summarize(test.Y, predicted),
+                            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+        result = {
+            "data": data.name,
+            "mode": mode,
+            "seed": int(seed),
+            "epochs": list(epochs),
+            "settings": {key: list(value) if isinstance(value, tuple) else value
+                         for key, value in settings.items()},
+            "n_train": int(train.n),
+            "n_test": int(test.n),
+            "n_groups": int(data.n_groups),
+            "image_shape": list(data.image_shape),
+            "started_utc": started_utc,
+            "methods": scores,
+        }
+        result["total_seconds"] = time.perf_counter() - started
+        if staging is not None:
+            _write_outputs(staging, data, train_idx, test_idx, fitted, predictions, result)
+            _publish_folder(staging, out_dir)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+# ---- several seeds, the demo, the CLI -------------------------------------------------
+
+
+def load_data(name, seed=0):
+    """The data set called ``name``: "sequences", "postures", or a folder path.
+
+    Parameters
+    ----------
+    name : str or Path
+        "sequences" (:func:`~minivae.datasets.make_image_sequences`, defaults),
+        "postures" (:func:`~minivae.datasets.make_postures`, defaults), or a folder for
+        :func:`~minivae.datasets.load_regression_folder`.
+    seed : int, default 0
+        Seed of the synthetic sets.
+
+    Returns
+    -------
+    minivae.datasets.SequenceData
+    """
+    if name == "sequences":
+        return datasets.make_image_sequences(seed=seed)
+    if name == "postures":
+        return datasets.make_postures(seed=seed)
+    if not Path(name).is_dir():
+        raise DataError(f"data {str(name)!r} is neither 'sequences', 'postures' nor a folder; "
+                        "give a folder holding images and inputs.csv")
+    return datasets.load_regression_folder(name)
+
+
+def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METHODS,
+                  epochs=DEFAULT_EPOCHS, settings=None, out_dir=None, progress=True):
+    """Run :func:`run_experiment` once per seed and summarise each metric over the seeds.
+
+    Parameters
+    ----------
+    data_name : str or Path
+        As :func:`load_data`; the data set is the same for every seed.
+    mode : {"interpolation", "extrapolation"}
+    seeds : sequence of int, default (0, 1, 2)
+        Model seeds.
+    methods, epochs, settings, progress
+        As :func:`run_experiment`.
+    out_dir : str or Path, optional
+        Each seed's run is written to ``out_dir/seed<seed>``, and ``summary.json`` and
+        ``summary.md`` to ``out_dir``.
+
+    Returns
+    -------
+    dict
+        ``data, mode, seeds, runs`` (each run's result) and ``summary``: method ->
+        metric -> ``{"mean", "std", "values"}`` for ``mse, psnr, ssim, fit_seconds``;
+        ``std`` is the sample standard deviation (ddof 1; 0 for a single seed).
+    """
+    data = load_data(data_name)
+    seeds = tuple(int(seed) for seed in seeds)
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed")
+    runs = []
+    for seed in seeds:
+        run_dir = None if out_dir is None else Path(out_dir) / f"seed{seed}"
+        runs.append(run_experiment(data, mode, methods=methods, seed=seed, epochs=epochs,
+                                   out_dir=run_dir, progress=progress, settings=settings))
+    summary = {}
+    for name in runs[0]["methods"]:
+        summary[name] = {}
+        for metric in ("mse", "psnr", "ssim", "fit_seconds"):
+            values = np.array([run["methods"][name][metric] for run in runs])
+            summary[name][metric] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "values": values.tolist(),
+            }
+    result = {"data": data.name, "mode": mode, "seeds": list(seeds), "runs": runs,
+              "summary": summary}
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        _write_text(Path(out_dir) / "summary.json", json.dumps(_json_ready(result), indent=2))
+        _write_text(Path(out_dir) / "summary.md", format_seed_table(result))
+    return result
+
+
+def format_seed_table(comparison):
+    """A markdown table of :func:`compare_seeds`' means +- standard deviations."""
+    seeds = comparison["seeds"]
+    lines = [f"{comparison['data']}, {comparison['mode']}, mean +- std over seeds {seeds}",
+             "",
+             "| method | MSE | PSNR (dB) | SSIM | fit (s) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, values in comparison["summary"].items():
+        cells = [f"{values['mse']['mean']:.5f} +- {values['mse']['std']:.5f}",
+                 f"{values['psnr']['mean']:.2f} +- {values['psnr']['std']:.2f}",
+                 f"{values['ssim']['mean']:.4f} +- {values['ssim']['std']:.4f}",
+                 f"{values['fit_seconds']['mean']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_demo(out_dir="runs/demo", progress=True, quick=False):
+    """The main job, ``minivae demo``: VAR and its baselines on the built-in image sequences.
+
+    Trains :data:`METHODS` on :func:`~minivae.datasets.make_image_sequences` (6
+    sequences of 48 frames, 32x32), interpolation split (every 4th frame held out), seed
+    0, VAR epochs :data:`DEMO_EPOCHS` (:data:`QUICK_EPOCHS` with ``quick``), and writes
+    ``out_dir`` as :func:`run_experiment` does. About 2 minutes on two CPU cores.
+
+    Parameters
+    ----------
+    out_dir : str or Path, default "runs/demo"
+    progress : bool, default True
+        tqdm progress bars.
+    quick : bool, default False
+        A smoke run of a few epochs (the images will be poor).
+
+    Returns
+    -------
+    dict
+        :func:`run_experiment`'s result.
+    """
+    data = datasets.make_image_sequences()
+    return run_experiment(data, "interpolation", methods=METHODS, seed=0,
+                          epochs=QUICK_EPOCHS if quick else DEMO_EPOCHS, out_dir=out_dir,
+                          progress=progress)
+
+
+def train_var_cli(data="sequences", out_dir="runs/var", epochs=DEFAULT_EPOCHS,
+                  mode="interpolation", latent=8, seed=0, progress=True):
+    """``minivae train var``: train VAR on a data set's anchors and write its report.
+
+    Parameters
+    ----------
+    data : str or Path, default "sequences"
+        "sequences", "postures", or a folder with images and ``inputs.csv``
+        (:func:`load_data`).
+    out_dir : str or Path, default "runs/var"
+        Written as by :func:`run_experiment`: report.md, metrics.json, figures and
+        ``var_checkpoint.npz``.
+    epochs : (int, int, int), default :data:`DEFAULT_EPOCHS`
+        Pre-training, joint and fine-tuning epochs.
+    mode : {"interpolation", "extrapolation"}, default "interpolation"
+    latent : int, default 8
+        Latent dimension.
+    seed : int, default 0
+    progress : bool, default True
+
+    Returns
+    -------
+    dict
+        :func:`run_experiment`'s result, with VAR's held-out metrics under
+        ``result["methods"]["var"]``.
+    """
+    return run_experiment(load_data(data), mode, methods=("var",), seed=seed, epochs=epochs,
+                          out_dir=out_dir, progress=progress, settings={"latent_dim": latent})

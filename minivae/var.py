@@ -1,0 +1,961 @@
+"""Variational Autoencoded Regression (Yoo et al., CVPR 2017).
+
+A VAE whose latent space is shaped so that a Gaussian process can regress it: given a
+low-dimensional input ``x`` (a frame's position in a sequence, a body's joint
+positions), the GP predicts a latent code from the codes of nearby training frames and
+the decoder turns that code into an image. Every gradient is written out by hand; the
+derivation is docs/derivations.md, "Variational Autoencoded Regression" (sections cited
+beside each block below).
+
+Model
+-----
+Encoder ``q(z | y)``: an MLP with heads ``enc.mu`` (k), ``enc.logvar`` (k) and
+``enc.logsigma`` (1). ``exp(logsigma_i) = sigma_i`` is the sample's kernel amplitude
+squared: ``a_i = sqrt(sigma_i)``. Decoder ``p(y | z)``: an MLP with the encoder's hidden
+widths reversed and head ``dec.out`` (Bernoulli logits) or ``dec.mean`` and
+``dec.logvar`` (Gaussian, learned per-pixel log-variance). GP kernel between anchors::
+
+    k(x_i, x_j) = a_i a_j exp(-||x_i - x_j||^2 / (2 l^2))      (= sqrt(sigma_i sigma_j) ...)
+
+with one learned lengthscale ``l`` (parameter ``gp.log_lengthscale``), signal variance
+fixed at 1 (the amplitudes carry the scale) and a fixed noise ``noise`` on the diagonal.
+
+Training batch (an *episode* per group)
+---------------------------------------
+An episode draws, from one group's training frames and without overlap, ``N = n_anchor``
+anchors ``(x_i, y_i)`` and ``M = min(n_query, n_g - N)`` queries ``(x*_j, y*_j)``. The
+anchors' sampled codes ``z_i = mu_i + exp(logvar_i / 2) eps_i`` are regressed on ``x_i``;
+a query's code is the GP posterior mean ``z*_j = K*_j (K + noise I)^-1 Z``. A query has
+no image at prediction time, so its amplitude is taken from the anchors' mean:
+``sigma* = mean_i sigma_i``, ``b = sqrt(sigma*)``, and the gradient flows through that
+mean. Loss of a batch of episodes (``n_b`` = number of anchors plus queries)::
+
+    loss = (1 / n_b) [ sum_anchors (KL(q(z|y_i) || N(0, I)) - log p(y_i | z_i))
+                       + sum_queries (-log p(y*_j | z*_j)) ]
+
+in nats per example.
+
+Schedule
+--------
+``epochs = (pre, joint, fine)``: VAE pre-training (mean negative ELBO on all training
+images; the amplitude head and the lengthscale get no gradient and stay frozen), joint
+training (the loss above, everything trained), fine-tuning (the same loss with the
+regression part frozen: ``enc.logsigma.*`` and ``gp.log_lengthscale``). One shared
+history; phases ``"pretrain"``, ``"joint"``, ``"finetune"``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import losses
+from .backend import get_backend, resolve_dtype
+from .errors import CheckpointError, DataError
+from .gp import cholesky_with_jitter, posterior_mean, posterior_mean_backward
+from .kernels import rbf_matrix, reparam_backward, reparam_forward
+from .nn import ACTIVATIONS, MLP, sigmoid
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+PHASES = ("pretrain", "joint", "finetune")
+
+#: Parameters of the regression part, frozen in pre-training and in fine-tuning.
+REGRESSION_PARAMS = ("enc.logsigma.W", "enc.logsigma.b", "gp.log_lengthscale")
+
+_LENGTHSCALE = "gp.log_lengthscale"
+_DATA_PREFIX = "data."
+_DATA_KEYS = ("data.X", "data.Y", "data.group_index", "data.group_labels")
+
+# Seed stream for the posterior samples of predict(return_std=True) (trainer: [seed, epoch, s]).
+_STREAM_NOISE = 1
+_STREAM_PREDICT = 2
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    """A 32-bit seed for one named random stream of a model seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_positive_real(value) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+# ---- input validation at the API edge ------------------------------------------------------
+
+
+def _host(array):
+    if hasattr(array, "__cuda_array_interface__") and not isinstance(array, np.ndarray):
+        return array.get()
+    return array
+
+
+def _numeric_array(values, name: str) -> np.ndarray:
+    values = np.asarray(_host(values))
+    if values.dtype.kind not in "biuf":
+        raise DataError(
+            f"{name} has dtype {values.dtype}, which is not numeric; pass an array of numbers"
+        )
+    return values
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    """DataError naming the count and the first row of NaN or infinite values."""
+    if values.dtype.kind != "f":
+        return
+    for what, bad, fix in (("NaN", np.isnan(values), "remove or impute them"),
+                           ("infinite", np.isinf(values), "remove them or clip to a finite range")):
+        count = int(bad.sum())
+        if count:
+            row = int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0])
+            raise DataError(f"{name} has {count} {what} values (first at row {row}); {fix}")
+
+
+def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
+    """Inputs ``X`` as a finite (n, p) float64 host array."""
+    X = _numeric_array(X, name)
+    if X.ndim == 1:
+        raise DataError(
+            f"{name} must be 2-D (n, p); got shape {X.shape}; for one input feature use "
+            f"{name}.reshape(-1, 1)"
+        )
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{name} must be 2-D (n, p) with n, p >= 1; got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"{name} has {X.shape[1]} columns but the model was fitted on inputs with "
+            f"{n_features}; pass inputs of width {n_features}"
+        )
+    _check_finite(X, name)
+    return X.astype(np.float64, copy=False)
+
+
+def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.ndarray:
+    """Images ``Y`` (n, H, W) or (n, D) as a finite host array; [0, 1] for Bernoulli."""
+    Y = _numeric_array(Y, name)
+    if Y.ndim < 2 or Y.shape[0] == 0 or Y.size == 0:
+        raise DataError(
+            f"{name} must hold one image per row, shaped (n, H, W) or (n, D); got shape {Y.shape}"
+        )
+    if image_shape is not None and math.prod(Y.shape[1:]) != math.prod(image_shape):
+        raise DataError(
+            f"{name} has images of shape {Y.shape[1:]} ({math.prod(Y.shape[1:])} pixels) but "
+            f"the model was fitted on images of shape {tuple(image_shape)}; pass images of "
+            "that size"
+        )
+    _check_finite(Y, name)
+    if likelihood == "bernoulli":
+        outside = (Y < 0) | (Y > 1)
+        if outside.any():
+            first = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise DataError(
+                f"{name} has {int(outside.sum())} values outside [0, 1] (first at index "
+                f"{first}: {Y[first]!r}), which a Bernoulli likelihood cannot model; rescale "
+                'the images to [0, 1] or use likelihood="gaussian"'
+            )
+    return Y
+
+
+def _check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
+    groups = np.asarray(_host(groups))
+    if groups.dtype == object or groups.dtype.kind not in "biuU":
+        raise DataError(
+            f"{name} has dtype {groups.dtype}; pass integer or string sequence ids"
+        )
+    if groups.ndim == 0:
+        groups = np.full(n, groups[()])
+    if groups.ndim != 1 or groups.shape[0] != n:
+        raise DataError(
+            f"{name} has shape {groups.shape} but there are {n} examples; pass one sequence "
+            "id per example (or None for one sequence)"
+        )
+    return groups
+
+
+# ---- the model ------------------------------------------------------------------------------
+
+
+class VARegressor:
+    """Variational Autoencoded Regression: images regressed from low-dimensional inputs.
+
+    Parameters
+    ----------
+    latent_dim : int, default 8
+        Dimension k of the latent code.
+    hidden : sequence of int or int, default (256,)
+        Encoder hidden widths; the decoder uses them reversed.
+    activation : {"relu", "tanh", "softplus"}
+    likelihood : {"bernoulli", "gaussian"}
+        Bernoulli needs images in [0, 1] (grey levels act as soft targets).
+    n_anchor : int, default 12
+        Anchors N per episode; every group needs at least ``n_anchor + 1`` frames.
+    n_query : int, default 8
+        Queries M per episode (fewer when a group has fewer than ``n_anchor + n_query``
+        frames: all the others are then queries).
+    epochs : (int, int, int), default (20, 30, 10)
+        Epochs of pre-training, joint training and fine-tuning.
+    lr : float, default 1e-3
+        Adam learning rate of every phase.
+    batch_size : int, default 64
+        Images per pre-training batch; a joint or fine-tuning batch holds
+        ``max(1, batch_size // (n_anchor + n_query))`` episodes.
+    lengthscale : float or None
+        Initial GP lengthscale. None: the typical spacing of an episode's anchors,
+        ``median_g(nn_g) * (n_g / n_anchor)^(1/p)``, with ``nn_g`` the median distance from
+        each training input of group g to its nearest distinct neighbour in the group and
+        ``n_g`` the group's size (anchors are a random ``n_anchor`` of the ``n_g`` frames,
+        so their spacing is that much wider in p dimensions).
+    noise : float, default 1e-3
+        Variance added to the kernel diagonal. Fixed, not learned: the loss sees only the
+        posterior mean, and the noise just keeps the solve well conditioned.
+    dtype : {"float32", "float64"}
+    seed : int
+        Seeds the initialisation, the episodes, the Monte-Carlo noise and predictions.
+    device : {"cpu", "gpu", "cuda-sim"}
+
+    Attributes (after :meth:`fit`)
+    ------------------------------
+    params : dict name -> device array
+        ``enc.*`` (heads ``mu``, ``logvar``, ``logsigma``), ``dec.*`` and
+        ``gp.log_lengthscale`` (shape (1,)).
+    history_ : dict
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``phase``, ``seconds``.
+    group_labels_ : ndarray
+        The distinct group ids seen in training.
+    n_features_ : int
+        Width p of the inputs.
+    image_shape_ : tuple
+        Shape of one image, as in ``Y``.
+
+    Notes
+    -----
+    Episodes: in each joint or fine-tuning epoch, group g (``n_g`` frames) contributes
+    ``ceil(n_g / (N + M_g))`` episodes, each an independent random draw of ``N + M_g`` of
+    its frames (first N anchors, the rest queries), so every frame is used about once per
+    epoch. The episodes are shuffled and cut into batches. The episode draws come from the
+    trainer's per-epoch shuffle generator, so training is bit-identical for a seed and a
+    device, and resumable.
+    """
+
+    def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
+                 n_anchor=12, n_query=8, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
+                 lengthscale=None, noise=1e-3, dtype="float32", seed=0, device="cpu"):
+        if _is_int(hidden):
+            hidden = (hidden,)
+        hidden = tuple(hidden)
+        for arg, value in (("latent_dim", latent_dim), ("n_anchor", n_anchor),
+                           ("n_query", n_query), ("batch_size", batch_size)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{arg}={value!r} must be a positive integer")
+        if not all(_is_int(width) and width >= 1 for width in hidden):
+            raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
+        epochs = tuple(epochs)
+        if len(epochs) != 3 or not all(_is_int(e) and e >= 0 for e in epochs):
+            raise ValueError(
+                f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
+                "fine-tuning), e.g. (20, 30, 10)"
+            )
+        if not _is_positive_real(lr):
+            raise ValueError(f"lr={lr!r} must be a positive number, e.g. 1e-3")
+        if lengthscale is not None and not _is_positive_real(lengthscale):
+            raise ValueError(f"lengthscale={lengthscale!r} must be a positive number or None")
+        if not _is_positive_real(noise):
+            raise ValueError(f"noise={noise!r} must be a positive number, e.g. 1e-3")
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        self.latent_dim = int(latent_dim)
+        self.hidden = tuple(int(width) for width in hidden)
+        self.activation = activation
+        self.likelihood = likelihood
+        self.n_anchor = int(n_anchor)
+        self.n_query = int(n_query)
+        self.epochs = tuple(int(e) for e in epochs)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.lengthscale = None if lengthscale is None else float(lengthscale)
+        self.noise = float(noise)
+        self.dtype = resolve_dtype(dtype)
+        self.seed = int(seed)
+        self.backend = get_backend(device)
+        self.device = self.backend.name
+        self._rng = self.backend.rng(_derived_seed(self.seed, _STREAM_NOISE))
+
+    # ---- configuration and state -------------------------------------------------------
+
+    def get_config(self) -> dict:
+        """The constructor arguments, JSON-serialisable."""
+        return {
+            "latent_dim": self.latent_dim, "hidden": list(self.hidden),
+            "activation": self.activation, "likelihood": self.likelihood,
+            "n_anchor": self.n_anchor, "n_query": self.n_query, "epochs": list(self.epochs),
+            "lr": self.lr, "batch_size": self.batch_size, "lengthscale": self.lengthscale,
+            "noise": self.noise, "dtype": self.dtype.name, "seed": self.seed,
+            "device": self.device,
+        }
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params"):
+            raise RuntimeError("this VARegressor is not fitted yet; call fit(X, Y) first")
+
+    def get_state(self):
+        """Host copies of the parameters and training data, and the config (training contract).
+
+        Returns
+        -------
+        arrays : dict name -> np.ndarray
+            Every parameter by name, and the training data ``data.X`` (n, p),
+            ``data.Y`` (n, D), ``data.group_index`` (n,) and ``data.group_labels``.
+        meta : dict
+            ``{"config": get_config(), "image_shape": [...]}``.
+        """
+        self._check_fitted()
+        arrays = {name: np.array(self.backend.to_host(value)) for name, value in
+                  self.params.items()}
+        arrays.update({
+            "data.X": np.array(self.backend.to_host(self._X_train)),
+            "data.Y": np.array(self.backend.to_host(self._Y_train)),
+            "data.group_index": self._group_index.copy(),
+            "data.group_labels": self.group_labels_.copy(),
+        })
+        return arrays, {"config": self.get_config(), "image_shape": list(self.image_shape_)}
+
+    def set_state(self, arrays: dict, meta: dict | None = None) -> None:
+        """Copy parameters (and training data, if given) from host ``arrays``, in place.
+
+        Names may carry the checkpoint prefix ``"param."``.
+
+        Raises
+        ------
+        CheckpointError
+            A parameter is missing or has the wrong shape.
+        """
+        self._check_fitted()
+        arrays = {name[len("param."):] if name.startswith("param.") else name: value
+                  for name, value in arrays.items()}
+        for name, value in self.params.items():
+            if name not in arrays:
+                raise CheckpointError(
+                    f"the state has no parameter {name!r}; it was saved from a model with "
+                    "another architecture (VARegressor.load rebuilds the saved one)"
+                )
+            if tuple(arrays[name].shape) != tuple(value.shape):
+                raise CheckpointError(
+                    f"parameter {name!r} has shape {tuple(arrays[name].shape)} in the state but "
+                    f"{tuple(value.shape)} in this model; load it with VARegressor.load"
+                )
+        for name, value in self.params.items():
+            value[...] = self.backend.asarray(np.asarray(arrays[name]), dtype=self.dtype)
+        if all(key in arrays for key in _DATA_KEYS):
+            self._set_training_data(arrays["data.X"], arrays["data.Y"],
+                                    arrays["data.group_index"], arrays["data.group_labels"])
+
+    def save(self, path) -> None:
+        """Write parameters, configuration and training data to ``path`` (an .npz checkpoint).
+
+        The training data are stored because :meth:`predict` conditions on them.
+        """
+        from .checkpoint import save_checkpoint
+
+        arrays, meta = self.get_state()
+        save_checkpoint(path, {"param." + name: value for name, value in arrays.items()},
+                        {"model": meta}, kind="VARegressor")
+
+    @classmethod
+    def load(cls, path, device=None) -> "VARegressor":
+        """Load a model written by :meth:`save` (or a :meth:`fit` checkpoint).
+
+        Parameters
+        ----------
+        path : str or PathLike
+        device : {"cpu", "gpu", "cuda-sim"} or None
+            Where to put the model; None means the device it was saved from.
+        """
+        from .checkpoint import load_checkpoint
+
+        arrays, meta = load_checkpoint(path, kind="VARegressor")
+        model_meta = meta.get("model")
+        if not isinstance(model_meta, dict) or "config" not in model_meta:
+            raise CheckpointError(
+                f"{str(path)!r} has no model configuration ('model' in its metadata); it was "
+                "not written by VARegressor.save or VARegressor.fit"
+            )
+        arrays = {name[len("param."):]: value for name, value in arrays.items()
+                  if name.startswith("param.")}
+        missing = [key for key in _DATA_KEYS if key not in arrays]
+        if missing:
+            raise CheckpointError(f"{str(path)!r} has no training data ({missing}); it cannot predict")
+        config = dict(model_meta["config"])
+        if device is not None:
+            config["device"] = device
+        model = cls(**config)
+        model._build(arrays["data.X"].shape[1], tuple(model_meta["image_shape"]))
+        model.set_state(arrays)
+        return model
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def _build(self, n_features: int, image_shape: tuple) -> None:
+        """Create the networks and freshly initialised parameters for this data shape.
+
+        Notes
+        -----
+        A host ``np.random.default_rng(seed)`` draws Glorot-uniform weights layer by layer
+        (encoder, then decoder; biases zero), so the initial parameters are the same on
+        every device. ``gp.log_lengthscale`` is set by :meth:`fit`.
+        """
+        self.n_features_ = int(n_features)
+        self.image_shape_ = tuple(int(s) for s in image_shape)
+        n_pixels = math.prod(self.image_shape_)
+        k = self.latent_dim
+        self.encoder = MLP("enc", n_pixels, self.hidden,
+                           {"mu": k, "logvar": k, "logsigma": 1}, self.activation)
+        decoder_heads = ({"out": n_pixels} if self.likelihood == "bernoulli"
+                         else {"mean": n_pixels, "logvar": n_pixels})
+        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, self.activation)
+        init_rng = np.random.default_rng(self.seed)
+        host_params = self.encoder.init_params(init_rng, self.dtype)
+        host_params.update(self.decoder.init_params(init_rng, self.dtype))
+        host_params[_LENGTHSCALE] = np.zeros(1, dtype=self.dtype)
+        self.params = {name: self.backend.asarray(value) for name, value in host_params.items()}
+
+    def _set_training_data(self, X, Y, group_index, group_labels) -> None:
+        self._X_train = self._to_device(X)
+        self._Y_train = self._to_device(np.asarray(Y).reshape(len(Y), -1))
+        self._group_index = np.asarray(group_index, dtype=np.int64)
+        self.group_labels_ = np.asarray(group_labels)
+        self._group_rows = [np.flatnonzero(self._group_index == g)
+                            for g in range(len(self.group_labels_))]
+
+    def _to_device(self, array):
+        return self.backend.asarray(np.ascontiguousarray(array, dtype=self.dtype))
+
+    def _initial_log_lengthscale(self, X, group_index) -> float:
+        """log of the initial lengthscale (class docstring, ``lengthscale``)."""
+        if self.lengthscale is not None:
+            return math.log(self.lengthscale)
+        spacings = []
+        for g in range(group_index.max() + 1):
+            Xg = X[group_index == g]
+            dist = np.sqrt(((Xg[:, None, :] - Xg[None, :, :]) ** 2).sum(axis=-1))
+            dist[dist == 0] = np.inf
+            nearest = dist.min(axis=1)
+            nearest = nearest[np.isfinite(nearest)]
+            if nearest.size:
+                stretch = (Xg.shape[0] / self.n_anchor) ** (1.0 / X.shape[1])
+                spacings.append(float(np.median(nearest)) * stretch)
+        return math.log(float(np.median(spacings))) if spacings else 0.0
+
+    # ---- the building blocks of the loss ---------------------------------------------------
+
+    def _encode_device(self, Y):
+        """Encoder heads for device images ``Y`` (n, D): mu (n, k), logvar (n, k), logsigma (n, 1)."""
+        return self.encoder.forward(self.params, Y)
+
+    def _decoder_nll_and_grads(self, Z, Y, scale):
+        """Decoder ``-log p(y | z)`` per row and the gradients of ``scale * sum(nll)``.
+
+        Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits",
+        "Gaussian log-likelihood", "Dense layer" and "Activations".
+
+        Returns
+        -------
+        nll : (m,) device array
+        dZ : (m, k) device array
+        grads : dict
+            Every decoder parameter's gradient.
+        """
+        outputs = self.decoder.forward(self.params, Z)
+        if self.likelihood == "bernoulli":
+            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], Y, scale)
+            doutputs = {"out": dlogits}
+        else:
+            nll = losses.gaussian_nll(outputs["mean"], outputs["logvar"], Y)
+            dmean, dlogvar = losses.gaussian_nll_grad(outputs["mean"], outputs["logvar"], Y, scale)
+            doutputs = {"mean": dmean, "logvar": dlogvar}
+        grads = {}
+        dZ = self.decoder.backward(self.params, doutputs, grads, need_dx=True)
+        return nll, dZ, grads
+
+    def _decode_mean_device(self, Z):
+        outputs = self.decoder.forward(self.params, Z)
+        if self.likelihood == "bernoulli":
+            return sigmoid(outputs["out"])
+        return outputs["mean"]
+
+    def _theta(self) -> np.ndarray:
+        """GP hyperparameters ``(log l, log variance = 0, log noise)`` as a float64 host array."""
+        log_ls = float(self.backend.to_host(self.params[_LENGTHSCALE])[0])
+        return np.array([log_ls, 0.0, math.log(self.noise)])
+
+    def _zero_grads(self, names) -> dict:
+        xp = self.backend.xp
+        return {name: xp.zeros_like(self.params[name]) for name in names}
+
+    # ---- pre-training loss ------------------------------------------------------------------
+
+    def _elbo_loss_and_grads_device(self, Y, eps):
+        """Mean negative ELBO of device images ``Y`` (n, D) with noise ``eps`` (1, n, k).
+
+        Derivation: docs/derivations.md, "The whole chain" (the VAE); the regression
+        parameters get zero gradients.
+        """
+        impl = self.backend.kernel_impl
+        n = Y.shape[0]
+        heads = self._encode_device(Y)
+        mu, logvar = heads["mu"], heads["logvar"]
+        z = reparam_forward(mu, logvar, eps, impl=impl)[0]
+        nll, dz, grads = self._decoder_nll_and_grads(z, Y, 1.0 / n)
+        kl = losses.kl_std_normal(mu, logvar)
+        loss = (float(nll.sum()) + float(kl.sum())) / n
+        dmu, dlogvar = reparam_backward(dz[None], logvar, eps, impl=impl)
+        dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar, scale=1.0 / n)
+        dmu += dmu_kl
+        dlogvar += dlogvar_kl
+        dlogsigma = self.backend.xp.zeros_like(heads["logsigma"])
+        self.encoder.backward(self.params, {"mu": dmu, "logvar": dlogvar, "logsigma": dlogsigma},
+                              grads, need_dx=False)
+        grads.update(self._zero_grads([_LENGTHSCALE]))
+        return loss, {name: grads[name] for name in self.params}
+
+    # ---- the joint loss ---------------------------------------------------------------------
+
+    def _joint_loss_and_grads_device(self, X, Y, episodes, eps):
+        """The VAR loss of a batch of episodes and its gradient for every parameter.
+
+        Derivation: docs/derivations.md, "VAR: forward", "VAR: backward through the
+        decoder", "VAR: backward through the GP posterior mean", "VAR: amplitudes",
+        "VAR: lengthscale" and "VAR: into the encoder".
+
+        Parameters
+        ----------
+        X : (n, p) device array
+            Inputs of the rows the episodes index.
+        Y : (n, D) device array
+            Images of those rows.
+        episodes : list of (anchor_rows, query_rows)
+            Integer host arrays indexing X and Y; anchors and queries must not overlap
+            within an episode (not checked here).
+        eps : (1, n_a, k) device array
+            Standard-normal noise of the anchors' codes, ``n_a`` the total number of
+            anchors, in episode order.
+
+        Returns
+        -------
+        loss : float
+            Nats per example (anchors and queries counted alike).
+        grads : dict name -> device array
+        """
+        xp, impl = self.backend.xp, self.backend.kernel_impl
+        k = self.latent_dim
+        anchor_rows = np.concatenate([anchors for anchors, _ in episodes])
+        query_rows = np.concatenate([queries for _, queries in episodes])
+        n_anchors, n_queries = anchor_rows.size, query_rows.size
+        scale = 1.0 / (n_anchors + n_queries)
+        anchor_idx = self.backend.asarray(anchor_rows)
+        query_idx = self.backend.asarray(query_rows)
+        X_anchor, Y_anchor = X[anchor_idx], Y[anchor_idx]
+        X_query = X[query_idx]
+
+        # Forward 1: encode the anchors; sample their codes ("VAR: forward").
+        heads = self._encode_device(Y_anchor)
+        mu, logvar, logsigma = heads["mu"], heads["logvar"], heads["logsigma"][:, 0]
+        z = reparam_forward(mu, logvar, eps, impl=impl)[0]
+        sigma = xp.exp(logsigma)
+        amp = xp.exp(0.5 * logsigma)
+
+        # Forward 2: per episode, the GP posterior mean of the query codes.
+        theta = self._theta()
+        z_query = xp.empty((n_queries, k), dtype=self.dtype)
+        caches = []
+        a0 = q0 = 0
+        for anchors, queries in episodes:
+            a1, q1 = a0 + anchors.size, q0 + queries.size
+            amp_query = xp.full(queries.size, xp.sqrt(sigma[a0:a1].mean()), dtype=self.dtype)
+            z_query[q0:q1], cache = posterior_mean(
+                X_anchor[a0:a1], z[a0:a1], X_query[q0:q1], theta,
+                amp_train=amp[a0:a1], amp_test=amp_query, backend=self.backend)
+            caches.append(cache)
+            a0, q0 = a1, q1
+
+        # Forward 3 + backward 1: decode anchors and queries in one pass
+        # ("VAR: backward through the decoder").
+        Y_all = xp.concatenate([Y_anchor, Y[query_idx]])
+        nll, dz_all, grads = self._decoder_nll_and_grads(
+            xp.concatenate([z, z_query]), Y_all, scale)
+        kl = losses.kl_std_normal(mu, logvar)
+        loss = (float(nll.sum()) + float(kl.sum())) * scale
+        dz = dz_all[:n_anchors]
+        dz_query = dz_all[n_anchors:]
+
+        # Backward 2: through each episode's posterior mean into the anchors' codes,
+        # amplitudes and the lengthscale ("VAR: backward through the GP posterior mean",
+        # "VAR: amplitudes", "VAR: lengthscale").
+        dlogsigma = xp.empty(n_anchors, dtype=self.dtype)
+        dlog_lengthscale = 0.0
+        a0 = q0 = 0
+        for (anchors, queries), cache in zip(episodes, caches):
+            a1, q1 = a0 + anchors.size, q0 + queries.size
+            gp_grads = posterior_mean_backward(dz_query[q0:q1], cache)
+            dz[a0:a1] += gp_grads["dZ"]
+            dlog_lengthscale += float(gp_grads["dtheta"][0])
+            sigma_g = sigma[a0:a1]
+            amp_query = xp.sqrt(sigma_g.mean())
+            damp_query = gp_grads["damp_test"].sum()
+            dlogsigma[a0:a1] = (0.5 * amp[a0:a1] * gp_grads["damp_train"]
+                                + damp_query * sigma_g / (2.0 * amp_query * anchors.size))
+            a0, q0 = a1, q1
+
+        # Backward 3: reparameterisation and KL, then the encoder ("VAR: into the encoder").
+        dmu, dlogvar = reparam_backward(dz[None], logvar, eps, impl=impl)
+        dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar, scale=scale)
+        dmu += dmu_kl
+        dlogvar += dlogvar_kl
+        self.encoder.backward(self.params, {"mu": dmu, "logvar": dlogvar,
+                                            "logsigma": dlogsigma[:, None]},
+                              grads, need_dx=False)
+        grads[_LENGTHSCALE] = self.backend.asarray(np.array([dlog_lengthscale], dtype=self.dtype))
+        return loss, {name: grads[name] for name in self.params}
+
+    def loss_and_grads(self, X, Y, episodes, eps=None):
+        """The joint VAR loss of given episodes and its gradient (for tests and learners).
+
+        Parameters
+        ----------
+        X : (n, p) array
+        Y : (n, H, W) or (n, D) array
+        episodes : list of (anchor_rows, query_rows)
+            Row indices into ``X`` and ``Y``; each episode is regressed separately.
+        eps : (n_a, k) array, optional
+            Noise of the anchors' codes, ``n_a`` the total number of anchors in episode
+            order; given, the loss is a deterministic function of the parameters. Default:
+            drawn from the model's generator.
+
+        Returns
+        -------
+        loss : float
+            Nats per example.
+        grads : dict name -> device array
+            Same keys and order as ``params``.
+        """
+        self._check_fitted()
+        X = self._to_device(_check_inputs(X, "X", self.n_features_))
+        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        Y = self._to_device(Y.reshape(Y.shape[0], -1))
+        episodes = [(np.asarray(a, dtype=np.int64), np.asarray(q, dtype=np.int64))
+                    for a, q in episodes]
+        n_anchors = sum(anchors.size for anchors, _ in episodes)
+        eps = self._anchor_noise(n_anchors) if eps is None else self._check_eps(eps, n_anchors)
+        return self._joint_loss_and_grads_device(X, Y, episodes, eps)
+
+    def elbo_loss_and_grads(self, Y, eps=None):
+        """Mean negative ELBO of images ``Y`` (the pre-training loss) and its gradient.
+
+        Parameters
+        ----------
+        Y : (n, H, W) or (n, D) array
+        eps : (n, k) array, optional
+            Reparameterisation noise; default drawn from the model's generator.
+        """
+        self._check_fitted()
+        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        Y = self._to_device(Y.reshape(Y.shape[0], -1))
+        eps = (self._anchor_noise(Y.shape[0]) if eps is None
+               else self._check_eps(eps, Y.shape[0]))
+        return self._elbo_loss_and_grads_device(Y, eps)
+
+    def _anchor_noise(self, n):
+        return self._rng.standard_normal((1, n, self.latent_dim), dtype=self.dtype)
+
+    def _check_eps(self, eps, n):
+        given = tuple(np.shape(eps))
+        if given != (n, self.latent_dim):
+            raise DataError(f"eps has shape {given}; expected ({n}, {self.latent_dim})")
+        return self.backend.xp.ascontiguousarray(self.backend.asarray(eps, dtype=self.dtype)[None])
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def _episodes_per_batch(self) -> int:
+        return max(1, self.batch_size // (self.n_anchor + self.n_query))
+
+    def _draw_batches(self, rng: np.random.Generator) -> list:
+        """One epoch of joint batches: flat row-index arrays of whole episodes.
+
+        Each group contributes ``ceil(n_g / (N + M_g))`` episodes (class Notes); a batch
+        concatenates the rows of ``_episodes_per_batch()`` episodes, each episode's
+        anchors first. :meth:`_split_episodes` cuts a batch back into episodes.
+        """
+        episodes = []
+        for rows in self._group_rows:
+            n_g = rows.size
+            size = self.n_anchor + min(self.n_query, n_g - self.n_anchor)
+            n_episodes = -(-n_g // size)
+            picks = np.argsort(rng.random((n_episodes, n_g)), axis=1)[:, :size]
+            episodes.extend(rows[picks])
+        order = rng.permutation(len(episodes))
+        per_batch = self._episodes_per_batch()
+        return [np.concatenate([episodes[e] for e in order[start:start + per_batch]])
+                for start in range(0, len(order), per_batch)]
+
+    def _split_episodes(self, idx) -> list:
+        """Cut a flat batch from :meth:`_draw_batches` into (anchor_rows, query_rows) pairs."""
+        episodes = []
+        start = 0
+        while start < idx.size:
+            n_g = self._group_rows[self._group_index[idx[start]]].size
+            end = start + self.n_anchor + min(self.n_query, n_g - self.n_anchor)
+            episodes.append((idx[start:start + self.n_anchor], idx[start + self.n_anchor:end]))
+            start = end
+        return episodes
+
+    def fit(self, X, Y, groups=None, progress=True, checkpoint=None, resume=False):
+        """Train with the three-phase schedule: pre-training, joint, fine-tuning.
+
+        Parameters
+        ----------
+        X : (n, p) array
+            Low-dimensional inputs.
+        Y : (n, H, W) or (n, D) array
+            Images; in [0, 1] for the Bernoulli likelihood.
+        groups : (n,) array of int or str, or None
+            Sequence id of each example; the GP regresses within a group. None: one group.
+            Every group needs at least ``n_anchor + 1`` examples.
+        progress : bool
+            Show a progress bar per epoch.
+        checkpoint : path, optional
+            Save model, optimiser and data there after every epoch; :meth:`load` reads it.
+        resume : bool
+            Continue from ``checkpoint`` if it exists (bit-identical to an uninterrupted run).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        DataError
+            Malformed data (nothing is changed on the model then).
+        TrainingDivergedError
+            The loss or a gradient became NaN or infinite.
+        """
+        from .train import fit_loop
+
+        X = _check_inputs(X)
+        Y = _check_images(Y, self.likelihood)
+        n = X.shape[0]
+        if Y.shape[0] != n:
+            raise DataError(
+                f"X has {n} rows but Y has {Y.shape[0]} images; give one image per input row"
+            )
+        groups = np.zeros(n, dtype=np.int64) if groups is None else _check_groups(groups, n)
+        group_labels, group_index = np.unique(groups, return_inverse=True)
+        counts = np.bincount(group_index, minlength=group_labels.size)
+        small = np.flatnonzero(counts < self.n_anchor + 1)
+        if small.size:
+            g = small[0]
+            raise DataError(
+                f"group {group_labels[g]!r} has {counts[g]} training frames but n_anchor="
+                f"{self.n_anchor} needs at least {self.n_anchor + 1} (the anchors and one "
+                f"query); {small.size} group(s) are too small. Lower n_anchor to at most "
+                f"{counts.min() - 1} or give every group more frames"
+            )
+
+        self._build(X.shape[1], Y.shape[1:])
+        self._set_training_data(X, Y, group_index, group_labels)
+        self.params[_LENGTHSCALE][...] = self._initial_log_lengthscale(X, group_index)
+        X_train, Y_train = self._X_train, self._Y_train
+
+        def pretrain_step(idx):
+            Y_batch = Y_train[self.backend.asarray(idx)]
+            return self._elbo_loss_and_grads_device(Y_batch, self._anchor_noise(len(idx)))
+
+        def joint_step(idx):
+            episodes = self._split_episodes(idx)
+            n_anchors = self.n_anchor * len(episodes)
+            return self._joint_loss_and_grads_device(X_train, Y_train, episodes,
+                                                     self._anchor_noise(n_anchors))
+
+        all_names = list(self.params)
+        network_names = [name for name in all_names if name not in REGRESSION_PARAMS]
+        common = dict(lr=self.lr, progress=progress, checkpoint=checkpoint, resume=resume,
+                      kind="VARegressor")
+        history = fit_loop(self, n, pretrain_step, epochs=self.epochs[0],
+                           batch_size=self.batch_size, param_names=network_names,
+                           phase="pretrain", **common)
+        history = fit_loop(self, n, joint_step, epochs=self.epochs[1], batches=self._draw_batches,
+                           param_names=all_names, phase="joint", history=history, **common)
+        history = fit_loop(self, n, joint_step, epochs=self.epochs[2], batches=self._draw_batches,
+                           param_names=network_names, phase="finetune", history=history,
+                           **common)
+        self.history_ = history
+        return self
+
+    # ---- prediction -------------------------------------------------------------------------
+
+    @property
+    def lengthscale_(self) -> float:
+        """The GP lengthscale (learned)."""
+        self._check_fitted()
+        return float(np.exp(self.backend.to_host(self.params[_LENGTHSCALE])[0]))
+
+    def _group_ids(self, groups, m: int) -> np.ndarray:
+        """Indices into ``group_labels_`` of the groups of ``m`` new inputs."""
+        if groups is None:
+            if self.group_labels_.size != 1:
+                raise DataError(
+                    f"the model was fitted on {self.group_labels_.size} groups; pass groups= "
+                    "(one of the training group ids per input row)"
+                )
+            return np.zeros(m, dtype=np.int64)
+        groups = _check_groups(groups, m)
+        lookup = {label.item(): g for g, label in enumerate(self.group_labels_)}
+        unknown = [label for label in np.unique(groups) if label.item() not in lookup]
+        if unknown:
+            known = [label.item() for label in self.group_labels_[:10]]
+            raise DataError(
+                f"groups contains {len(unknown)} id(s) not seen in training (first: "
+                f"{unknown[0].item()!r}); the model can only predict within its training "
+                f"groups, which are {known}{'...' if self.group_labels_.size > 10 else ''}"
+            )
+        return np.array([lookup[label.item()] for label in groups], dtype=np.int64)
+
+    def _condition(self, X_new, groups):
+        """GP posterior mean (m, k) and variance (m,) in latent space, device arrays.
+
+        Derivation: docs/derivations.md, "VAR: prediction".
+        """
+        self._check_fitted()
+        X_new = _check_inputs(X_new, "X_new", self.n_features_)
+        group_ids = self._group_ids(groups, X_new.shape[0])
+        xp, impl = self.backend.xp, self.backend.kernel_impl
+        X_dev = self._to_device(X_new)
+        lengthscale = float(np.exp(self._theta()[0]))
+        mean = xp.empty((X_new.shape[0], self.latent_dim), dtype=self.dtype)
+        var = xp.empty(X_new.shape[0], dtype=self.dtype)
+        for g in np.unique(group_ids):
+            out_rows = self.backend.asarray(np.flatnonzero(group_ids == g))
+            rows = self.backend.asarray(self._group_rows[g])
+            heads = self._encode_device(self._Y_train[rows])
+            codes = heads["mu"]
+            sigma = xp.exp(heads["logsigma"][:, 0])
+            amp = xp.sqrt(sigma)
+            amp_query = xp.full(out_rows.size, xp.sqrt(sigma.mean()), dtype=self.dtype)
+            X_g, X_q = self._X_train[rows], X_dev[out_rows]
+            A = rbf_matrix(X_g, None, lengthscale, 1.0, amp_x=amp, impl=impl)
+            A[xp.arange(rows.size), xp.arange(rows.size)] += self.noise
+            L, _ = cholesky_with_jitter(A, self.backend, overwrite_a=True)
+            K_star = rbf_matrix(X_q, X_g, lengthscale, 1.0, amp_x=amp_query, amp_y=amp, impl=impl)
+            mean[out_rows] = K_star @ self.backend.cho_solve(L, codes)
+            V = self.backend.solve_triangular(L, K_star.T, lower=True)
+            # b^2 - ||L^-1 k*||^2 is >= 0 in exact arithmetic; rounding can dip below 0.
+            var[out_rows] = xp.maximum(amp_query * amp_query - (V * V).sum(axis=0), 0)
+        return mean, var
+
+    def predict_latent(self, X_new, groups=None):
+        """GP posterior mean and variance of the latent code at new inputs.
+
+        Parameters
+        ----------
+        X_new : (m, p) array
+        groups : (m,) array, scalar or None
+            The training group of each row (None when the model has one group).
+
+        Returns
+        -------
+        mean : (m, k) host array
+            ``K* (K + noise I)^-1 Mu``, Mu the posterior means of the group's training
+            images.
+        var : (m,) host array
+            ``b^2 - k*^T (K + noise I)^-1 k*``, the latent function's variance (no noise
+            term; the same for every latent dimension).
+        """
+        mean, var = self._condition(X_new, groups)
+        return self.backend.to_host(mean), self.backend.to_host(var)
+
+    def predict(self, X_new, groups=None, return_std=False, n_samples=32):
+        """Images regressed at new inputs.
+
+        Parameters
+        ----------
+        X_new : (m, p) array
+        groups : (m,) array, scalar or None
+            The training group of each row (None when the model has one group).
+        return_std : bool
+            Also return a per-pixel standard deviation.
+        n_samples : int
+            Latent posterior samples used for the standard deviation.
+
+        Returns
+        -------
+        images : (m, *image_shape) host array
+            The decoder mean (Bernoulli probabilities or Gaussian means) at the GP
+            posterior mean code.
+        std : (m, *image_shape) host array, only with ``return_std``
+            The standard deviation over ``n_samples`` codes ``z ~ N(mean, var I)`` of
+            their decoded means (the spread the latent uncertainty causes). The samples
+            come from a Generator seeded from the model seed, so calls repeat exactly.
+        """
+        if return_std and (not _is_int(n_samples) or n_samples < 2):
+            raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
+        mean, var = self._condition(X_new, groups)
+        m = mean.shape[0]
+        images = self.backend.to_host(self._decode_mean_device(mean))
+        images = images.reshape((m, *self.image_shape_))
+        if not return_std:
+            return images
+        rng = self.backend.rng(_derived_seed(self.seed, _STREAM_PREDICT))
+        eps = rng.standard_normal((n_samples, m, self.latent_dim), dtype=self.dtype)
+        codes = mean[None] + self.backend.xp.sqrt(var)[None, :, None] * eps
+        decoded = self._decode_mean_device(codes.reshape(n_samples * m, self.latent_dim))
+        std = decoded.reshape(n_samples, m, -1).std(axis=0)
+        return images, self.backend.to_host(std).reshape((m, *self.image_shape_))
+
+    def encode(self, Y):
+        """Encoder outputs of images.
+
+        Parameters
+        ----------
+        Y : (n, H, W) or (n, D) array
+
+        Returns
+        -------
+        mu, logvar : (n, k) host arrays
+        logsigma : (n,) host array
+            log of the kernel amplitude squared, ``sigma = exp(logsigma)``.
+        """
+        self._check_fitted()
+        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        heads = self._encode_device(self._to_device(Y.reshape(Y.shape[0], -1)))
+        to_host = self.backend.to_host
+        return to_host(heads["mu"]), to_host(heads["logvar"]), to_host(heads["logsigma"][:, 0])
+
+    def decode(self, Z):
+        """Decoder mean for latent codes.
+
+        Parameters
+        ----------
+        Z : (m, k) array
+
+        Returns
+        -------
+        images : (m, *image_shape) host array
+        """
+        self._check_fitted()
+        Z = _check_inputs(Z, "Z", self.latent_dim)
+        images = self.backend.to_host(self._decode_mean_device(self._to_device(Z)))
+        return images.reshape((Z.shape[0], *self.image_shape_))
+
+    def __repr__(self):
+        return (f"VARegressor(latent_dim={self.latent_dim}, hidden={self.hidden}, "
+                f"likelihood={self.likelihood!r}, n_anchor={self.n_anchor}, "
+                f"n_query={self.n_query}, epochs={self.epochs}, dtype={self.dtype.name!r}, "
+                f"device={self.device!r})")

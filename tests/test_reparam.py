@@ -1,0 +1,109 @@
+"""The reparameterisation kernels: cpu (Numba) and cuda (Numba-CUDA, simulator) against
+the NumPy reference, and the reference's backward against finite differences."""
+
+import numpy as np
+import pytest
+
+from minivae.gradcheck import check_gradients
+from minivae.kernels import reparam_backward, reparam_forward
+
+SHAPES = [(L, n, k) for L in (1, 2, 3) for n in (1, 7, 33) for k in (1, 5, 17)]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _inputs(rng, shape, dtype):
+    L, n, k = shape
+    mu = rng.standard_normal((n, k)).astype(dtype)
+    logvar = rng.uniform(-3, 2, size=(n, k)).astype(dtype)
+    eps = rng.standard_normal(shape).astype(dtype)
+    dz = rng.standard_normal(shape).astype(dtype)
+    return mu, logvar, eps, dz
+
+
+def _assert_close(actual, reference, dtype, what):
+    # z = mu + sigma * eps and the sums over samples can cancel to ~0 in a few entries, so
+    # the absolute tolerance is the relative one times the array's scale.
+    assert actual.dtype == reference.dtype == dtype and actual.shape == reference.shape
+    scale = float(np.abs(reference).max())
+    np.testing.assert_allclose(actual, reference, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_kernels_match_reference(rng, dtype):
+    for shape in SHAPES:
+        mu, logvar, eps, dz = _inputs(rng, shape, dtype)
+        z_ref = reparam_forward(mu, logvar, eps, impl="reference")
+        _assert_close(reparam_forward(mu, logvar, eps, impl="cpu"), z_ref, dtype, f"z {shape}")
+        refs = reparam_backward(dz, logvar, eps, impl="reference")
+        for got, ref, what in zip(reparam_backward(dz, logvar, eps, impl="cpu"), refs,
+                                  ("dmu", "dlogvar")):
+            _assert_close(got, ref, dtype, f"{what} {shape}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_parallel_build_matches_reference(rng, dtype):
+    # Large enough to take the prange build (>= 2**15 entries), with awkward sizes.
+    mu, logvar, eps, dz = _inputs(rng, (3, 257, 61), dtype)
+    _assert_close(reparam_forward(mu, logvar, eps, impl="cpu"),
+                  reparam_forward(mu, logvar, eps, impl="reference"), dtype, "z")
+    for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cpu"),
+                        reparam_backward(dz, logvar, eps, impl="reference")):
+        _assert_close(got, ref, dtype, "backward")
+
+
+CUDA_SHAPES = [(1, 1, 1), (2, 7, 5), (3, 33, 17), (3, 1, 17), (1, 33, 1), (2, 7, 17)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_kernels_match_reference_in_simulator(rng, dtype):
+    pytest.importorskip("numba.cuda")
+    for shape in CUDA_SHAPES:
+        mu, logvar, eps, dz = _inputs(rng, shape, dtype)
+        _assert_close(reparam_forward(mu, logvar, eps, impl="cuda"),
+                      reparam_forward(mu, logvar, eps, impl="reference"), dtype, f"z {shape}")
+        for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cuda"),
+                            reparam_backward(dz, logvar, eps, impl="reference")):
+            _assert_close(got, ref, dtype, f"backward {shape}")
+
+
+def test_cuda_grid_stride_loop_covers_more_entries_than_threads(rng, monkeypatch):
+    # Cap the grid at 2 blocks of 128 threads: the 2 x 300 x 5 problem has 1500 entries, so
+    # each thread walks the grid-stride loop about 6 times, ending mid-block.
+    pytest.importorskip("numba.cuda")
+    from minivae.kernels import reparam
+
+    monkeypatch.setattr(reparam, "_MAX_BLOCKS", 2)
+    mu, logvar, eps, dz = _inputs(rng, (2, 300, 5), np.float64)
+    _assert_close(reparam_forward(mu, logvar, eps, impl="cuda"),
+                  reparam_forward(mu, logvar, eps, impl="reference"), np.float64, "z")
+    for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cuda"),
+                        reparam_backward(dz, logvar, eps, impl="reference")):
+        _assert_close(got, ref, np.float64, "backward")
+
+
+@pytest.mark.parametrize("L", [1, 3])
+def test_reference_backward_matches_finite_differences(rng, L):
+    mu, logvar, eps, dz = _inputs(rng, (L, 4, 3), np.float64)
+    inputs = {"mu": mu, "logvar": logvar}
+
+    def loss():  # loss = sum(dz * z): its gradient with respect to z is dz
+        return float(np.sum(dz * reparam_forward(inputs["mu"], inputs["logvar"], eps,
+                                                 impl="reference")))
+
+    dmu, dlogvar = reparam_backward(dz, logvar, eps, impl="reference")
+    rows = check_gradients(loss, inputs, {"mu": dmu, "logvar": dlogvar})
+    assert max(row["rel_error"] for row in rows) < 1e-6
+
+
+def test_non_contiguous_inputs_and_shape_errors(rng):
+    mu, logvar, eps, dz = _inputs(rng, (2, 6, 4), np.float64)
+    mu_t = np.asfortranarray(mu)
+    _assert_close(reparam_forward(mu_t, logvar, eps, impl="cpu"),
+                  reparam_forward(mu, logvar, eps, impl="reference"), np.float64, "z")
+    with pytest.raises(ValueError, match=r"eps of shape \(L, n, k\)"):
+        reparam_forward(mu, logvar, eps[:, :5], impl="cpu")
+    with pytest.raises(ValueError, match="impl='gpu' is not one of"):
+        reparam_forward(mu, logvar, eps, impl="gpu")
+    with pytest.raises(ValueError, match="dz has shape"):
+        reparam_backward(dz[:1], logvar, eps, impl="cpu")

@@ -1,0 +1,311 @@
+"""Tests of minivae.VARegressor: end-to-end gradients, the schedule, persistence, devices,
+input validation and a learning smoke test. Everything is tiny so the file runs fast."""
+
+import numpy as np
+import pytest
+
+from minivae.datasets import make_image_sequences
+from minivae.errors import DataError
+from minivae.gradcheck import check_gradients, format_table
+from minivae.var import REGRESSION_PARAMS, VARegressor
+
+GRAD_RTOL = 1e-6
+
+
+def _toy_data(rng, n_features=1, n_groups=2, n_frames=8, image_shape=(3, 2)):
+    """Inputs on a jittered grid per group, random images in [0, 1], group ids."""
+    n = n_groups * n_frames
+    base = np.linspace(0.0, 2.0, n_frames)[:, None] + 0.1 * rng.standard_normal((n_frames, n_features))
+    X = np.concatenate([base + 0.05 * rng.standard_normal(base.shape) for _ in range(n_groups)])
+    Y = rng.uniform(0.0, 1.0, size=(n, *image_shape))
+    groups = np.repeat(np.arange(n_groups), n_frames)
+    return X, Y, groups
+
+
+def _tiny_model(**overrides):
+    config = dict(latent_dim=3, hidden=(5,), activation="tanh", n_anchor=4, n_query=3,
+                  epochs=(0, 0, 0), dtype="float64", seed=1, batch_size=16)
+    config.update(overrides)
+    return VARegressor(**config)
+
+
+def _perturb(model, rng, scale=0.3):
+    """Move every parameter off its initial value (biases away from 0, lengthscale too)."""
+    for value in model.params.values():
+        value[...] += scale * rng.standard_normal(value.shape)
+
+
+def _assert_gradients(rows):
+    worst = max(row["rel_error"] for row in rows)
+    assert worst < GRAD_RTOL, "analytic vs finite differences:\n" + format_table(rows)
+
+
+# ---- gradients -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("n_features", [1, 2])
+def test_joint_gradients_match_finite_differences(rng, likelihood, n_features):
+    X, Y, groups = _toy_data(rng, n_features=n_features)
+    model = _tiny_model(likelihood=likelihood).fit(X, Y, groups=groups, progress=False)
+    _perturb(model, rng)
+    # Two episodes from different groups, with different numbers of queries.
+    episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
+                (np.array([8, 10, 12, 15]), np.array([9, 14]))]
+    eps = rng.standard_normal((8, 3))
+    loss, grads = model.loss_and_grads(X, Y, episodes, eps=eps)
+    assert np.isfinite(loss)
+    assert list(grads) == list(model.params)
+    rows = check_gradients(lambda: model.loss_and_grads(X, Y, episodes, eps=eps)[0],
+                           model.params, grads)
+    assert {row["name"] for row in rows} == set(model.params)
+    # Every parameter, including the amplitude head and the lengthscale, gets gradient.
+    assert all(row["max_abs_analytic"] > 0 for row in rows)
+    _assert_gradients(rows)
+
+
+def test_joint_loss_value_is_per_example(rng):
+    """The loss is (sum of anchor KL + nll and query nll) / (anchors + queries)."""
+    X, Y, groups = _toy_data(rng)
+    model = _tiny_model().fit(X, Y, groups=groups, progress=False)
+    episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3]))]
+    eps = rng.standard_normal((4, 3))
+    loss_one, _ = model.loss_and_grads(X, Y, episodes, eps=eps)
+    loss_twice, _ = model.loss_and_grads(X, Y, episodes * 2, eps=np.concatenate([eps, eps]))
+    assert loss_twice == pytest.approx(loss_one, rel=1e-12)
+
+
+def test_pretraining_elbo_gradients_match_finite_differences(rng):
+    X, Y, groups = _toy_data(rng)
+    model = _tiny_model().fit(X, Y, groups=groups, progress=False)
+    _perturb(model, rng)
+    eps = rng.standard_normal((5, 3))
+    _, grads = model.elbo_loss_and_grads(Y[:5], eps=eps)
+    rows = check_gradients(lambda: model.elbo_loss_and_grads(Y[:5], eps=eps)[0],
+                           model.params, grads)
+    _assert_gradients(rows)
+    for name in REGRESSION_PARAMS:
+        assert not np.any(grads[name])
+
+
+# ---- schedule, determinism, persistence --------------------------------------------------------
+
+
+def _fit_small(X, Y, groups, epochs, **overrides):
+    return _tiny_model(epochs=epochs, lr=1e-2, **overrides).fit(X, Y, groups=groups,
+                                                                progress=False)
+
+
+def test_fine_tuning_freezes_the_regression_part(rng):
+    X, Y, groups = _toy_data(rng)
+    after_joint = _fit_small(X, Y, groups, (1, 2, 0))
+    after_fine = _fit_small(X, Y, groups, (1, 2, 2))
+    for name in after_fine.params:
+        frozen = name in REGRESSION_PARAMS
+        same = np.array_equal(after_joint.params[name], after_fine.params[name])
+        assert same == frozen, name
+    assert after_fine.history_["phase"] == ["pretrain", "joint", "joint", "finetune", "finetune"]
+
+
+def test_pretraining_leaves_the_regression_part_at_its_initial_value(rng):
+    X, Y, groups = _toy_data(rng)
+    initial = _fit_small(X, Y, groups, (0, 0, 0))
+    pretrained = _fit_small(X, Y, groups, (2, 0, 0))
+    for name in REGRESSION_PARAMS:
+        assert np.array_equal(initial.params[name], pretrained.params[name])
+    assert not np.array_equal(initial.params["enc.mu.W"], pretrained.params["enc.mu.W"])
+
+
+def test_same_seed_is_bit_identical_and_another_seed_differs(rng):
+    X, Y, groups = _toy_data(rng)
+    first = _fit_small(X, Y, groups, (1, 2, 1), dtype="float32")
+    second = _fit_small(X, Y, groups, (1, 2, 1), dtype="float32")
+    other = _fit_small(X, Y, groups, (1, 2, 1), dtype="float32", seed=2)
+    for name in first.params:
+        assert np.array_equal(first.params[name], second.params[name]), name
+    assert first.history_["train_loss"] == second.history_["train_loss"]
+    assert not np.array_equal(first.params["dec.out.W"], other.params["dec.out.W"])
+
+
+def test_save_load_round_trip_predicts_identically(rng, tmp_path):
+    X, Y, groups = _toy_data(rng, n_features=2)
+    groups = np.where(groups == 0, "walk", "run")
+    model = _fit_small(X, Y, groups, (1, 1, 1), dtype="float32")
+    path = tmp_path / "var.npz"
+    model.save(path)
+    loaded = VARegressor.load(path)
+    X_new = rng.uniform(0.0, 2.0, size=(5, 2))
+    new_groups = np.array(["run", "walk", "walk", "run", "run"])
+    images, std = model.predict(X_new, new_groups, return_std=True, n_samples=4)
+    images_loaded, std_loaded = loaded.predict(X_new, new_groups, return_std=True, n_samples=4)
+    assert images.shape == std.shape == (5, 3, 2)
+    assert np.array_equal(images, images_loaded)
+    assert np.array_equal(std, std_loaded)
+    for got, want in zip(loaded.predict_latent(X_new, new_groups),
+                         model.predict_latent(X_new, new_groups)):
+        assert np.array_equal(got, want)
+    for got, want in zip(loaded.encode(Y[:3]), model.encode(Y[:3])):
+        assert np.array_equal(got, want)
+    assert loaded.get_config() == model.get_config()
+    assert loaded.lengthscale_ == model.lengthscale_
+
+
+def test_training_checkpoint_resumes_bit_identically(rng, tmp_path):
+    X, Y, groups = _toy_data(rng)
+    full = _fit_small(X, Y, groups, (1, 2, 1))
+    path = tmp_path / "ckpt.npz"
+    partial = _tiny_model(epochs=(1, 1, 0), lr=1e-2)
+    partial.fit(X, Y, groups=groups, progress=False, checkpoint=path)
+    resumed = _tiny_model(epochs=(1, 2, 1), lr=1e-2)
+    resumed.fit(X, Y, groups=groups, progress=False, checkpoint=path, resume=True)
+    for name in full.params:
+        assert np.array_equal(full.params[name], resumed.params[name]), name
+    assert resumed.history_["phase"] == full.history_["phase"]
+    loaded = VARegressor.load(path)
+    assert np.array_equal(loaded.predict(X[:3], groups[:3]), resumed.predict(X[:3], groups[:3]))
+
+
+def test_cuda_sim_training_agrees_with_cpu(rng):
+    pytest.importorskip("numba.cuda")
+    X, Y, groups = _toy_data(rng, n_frames=7)
+    config = dict(epochs=(1, 1, 1), batch_size=24, n_query=2)
+    on_cpu = _fit_small(X, Y, groups, device="cpu", **config)
+    on_sim = _fit_small(X, Y, groups, device="cuda-sim", **config)
+    # Same algorithm, different kernels: only the floating-point summation order differs,
+    # so float64 results agree to near machine precision after these few steps. atol: the
+    # bias gradients of a few units can be ~0, where a relative tolerance means nothing.
+    for name in on_cpu.params:
+        np.testing.assert_allclose(on_sim.params[name], on_cpu.params[name], rtol=1e-10,
+                                   atol=1e-13, err_msg=name)
+    np.testing.assert_allclose(on_sim.predict(X[:4], groups[:4]),
+                               on_cpu.predict(X[:4], groups[:4]), rtol=1e-10)
+
+
+# ---- prediction ---------------------------------------------------------------------------------
+
+
+def test_predict_shapes_and_latent_variance(rng):
+    X, Y, groups = _toy_data(rng, image_shape=(12,))
+    model = _fit_small(X, Y, groups, (1, 1, 0))
+    X_new = np.array([[0.3], [1.7], [5.0]])
+    images = model.predict(X_new, groups=[0, 1, 1])
+    assert images.shape == (3, 12)
+    assert np.all((images >= 0) & (images <= 1))
+    mean, var = model.predict_latent(X_new, groups=1)
+    assert mean.shape == (3, 3) and var.shape == (3,)
+    assert np.all(var >= 0)
+    # Far from every training input the posterior variance returns to the prior b^2.
+    _, _, logsigma = model.encode(Y[groups == 1])
+    np.testing.assert_allclose(var[2], np.exp(logsigma).mean(), rtol=1e-9)
+    assert model.decode(mean).shape == (3, 12)
+
+
+def test_prediction_at_a_training_input_rescales_its_code(rng):
+    """With small noise the posterior mean at training input i is (b / a_i) mu_i.
+
+    k(x*, x_q) = b a_q E(x*, x_q) is row i of K scaled by b / a_i when x* = x_i, so the
+    GP interpolates the code up to the ratio of the query's amplitude b = sqrt(mean sigma)
+    to the anchor's a_i = sqrt(sigma_i); the variance there vanishes.
+    """
+    X, Y, groups = _toy_data(rng)
+    model = _fit_small(X, Y, groups, (1, 1, 0), noise=1e-10)
+    mean, var = model.predict_latent(X[groups == 0], groups=0)
+    mu, _, logsigma = model.encode(Y[groups == 0])
+    sigma = np.exp(logsigma)
+    expected = np.sqrt(sigma.mean() / sigma)[:, None] * mu
+    np.testing.assert_allclose(mean, expected, rtol=1e-5)
+    assert np.all(var < 1e-6 * sigma.mean())
+
+
+def test_initial_lengthscale_is_the_anchor_spacing(rng):
+    X = np.concatenate([np.arange(10.0), np.arange(10.0)])[:, None] * 0.5
+    Y = rng.uniform(size=(20, 4))
+    model = _tiny_model(n_anchor=5).fit(X, Y, groups=np.repeat([0, 1], 10), progress=False)
+    # nearest-neighbour spacing 0.5, stretched by n_g / n_anchor = 2 in one dimension.
+    assert model.lengthscale_ == pytest.approx(1.0, rel=1e-12)
+    assert _tiny_model(lengthscale=0.7).fit(X, Y, progress=False).lengthscale_ == pytest.approx(0.7)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fitted(rng):
+    X, Y, groups = _toy_data(rng)
+    return _fit_small(X, Y, groups, (1, 1, 0)), X, Y, groups
+
+
+def test_small_group_is_rejected_with_the_numbers(rng):
+    X, Y, groups = _toy_data(rng)
+    groups[:4] = 7  # group 7 has 4 frames, n_anchor=4 needs 5
+    with pytest.raises(DataError, match=r"group 7 has 4 training frames.*at least 5"):
+        _tiny_model().fit(X, Y, groups=groups, progress=False)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda X, Y, g: (np.where(np.arange(16)[:, None] == 5, np.nan, X), Y, g), r"X has 1 NaN.*row 5"),
+    (lambda X, Y, g: (X, np.where(Y > 0.9, np.inf, Y), g), r"Y has \d+ infinite"),
+    (lambda X, Y, g: (X, Y * 2.0, g), r"outside \[0, 1\]"),
+    (lambda X, Y, g: (X[:-1], Y, g), r"X has 15 rows but Y has 16"),
+    (lambda X, Y, g: (X, Y, g[:-1]), r"groups has shape \(15,\)"),
+    (lambda X, Y, g: (X[:, 0], Y, g), r"reshape\(-1, 1\)"),
+])
+def test_bad_training_data_raises_and_leaves_the_model_unchanged(fitted, corrupt, message):
+    model, X, Y, groups = fitted
+    before = {name: value.copy() for name, value in model.params.items()}
+    with pytest.raises(DataError, match=message):
+        model.fit(*corrupt(X, Y, groups), progress=False)
+    for name, value in model.params.items():
+        assert np.array_equal(value, before[name])
+
+
+def test_bad_prediction_input_raises(fitted):
+    model, X, Y, groups = fitted
+    with pytest.raises(DataError, match=r"X_new has 2 columns but .* 1"):
+        model.predict(np.zeros((3, 2)), groups=[0, 0, 0])
+    with pytest.raises(DataError, match=r"not seen in training \(first: 5\)"):
+        model.predict(np.zeros((2, 1)), groups=[0, 5])
+    with pytest.raises(DataError, match=r"fitted on 2 groups; pass groups="):
+        model.predict(np.zeros((2, 1)))
+    with pytest.raises(DataError, match=r"X_new has 1 NaN"):
+        model.predict_latent(np.array([[0.0], [np.nan]]), groups=0)
+    with pytest.raises(DataError, match=r"groups has shape \(3,\)"):
+        model.predict(np.zeros((2, 1)), groups=[0, 0, 1])
+    with pytest.raises(DataError, match=r"images of shape \(3, 2\)"):
+        model.encode(np.zeros((2, 5)))
+    with pytest.raises(DataError, match=r"Z has 2 columns"):
+        model.decode(np.zeros((4, 2)))
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        VARegressor().predict(np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=(1, 2)), dict(n_anchor=0), dict(noise=0.0),
+                                    dict(likelihood="poisson"), dict(lengthscale=-1.0)])
+def test_bad_constructor_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        VARegressor(**kwargs)
+
+
+# ---- learning smoke test --------------------------------------------------------------------------
+
+
+def test_joint_training_lowers_the_joint_loss():
+    data = make_image_sequences(n_sequences=2, n_frames=16, size=8, seed=0)
+    config = dict(latent_dim=2, hidden=(32,), n_anchor=5, n_query=3, batch_size=16, lr=3e-3,
+                  seed=0)
+    episodes = [(np.array([0, 3, 6, 9, 12]), np.array([1, 7, 14])),
+                (np.array([16, 19, 22, 25, 28]), np.array([17, 23, 30]))]
+    eps = np.random.default_rng(0).standard_normal((10, 2))
+    pretrained = VARegressor(epochs=(20, 0, 0), **config)
+    pretrained.fit(data.X, data.Y, groups=data.groups, progress=False)
+    joint = VARegressor(epochs=(20, 30, 0), **config)
+    joint.fit(data.X, data.Y, groups=data.groups, progress=False)
+    loss_before, _ = pretrained.loss_and_grads(data.X, data.Y, episodes, eps=eps)
+    loss_after, _ = joint.loss_and_grads(data.X, data.Y, episodes, eps=eps)
+    assert loss_after < 0.9 * loss_before
+    joint_losses = [loss for loss, phase in zip(joint.history_["train_loss"],
+                                                joint.history_["phase"]) if phase == "joint"]
+    assert np.mean(joint_losses[-5:]) < np.mean(joint_losses[:5])
