@@ -2,6 +2,12 @@
 kernel against the plain NumPy expression (target: the kernel >= 2x faster).
 
     pytest benchmarks/test_bench_reparam.py
+
+Threads: by default every library uses all cores. On a machine shared with other work,
+oversubscribed BLAS and OpenMP threads make timings erratic (tens of times slower); pin
+them for comparable numbers:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 pytest benchmarks/...
 """
 
 import numpy as np

@@ -4,6 +4,12 @@ autograd (target: minivae >= 2x faster) and (b) the step's six large matrix prod
 (target: the whole minivae step <= 1.5x their time).
 
     pytest benchmarks/test_bench_vae_step.py
+
+Threads: by default every library uses all cores. On a machine shared with other work,
+oversubscribed BLAS and OpenMP threads make timings erratic (tens of times slower); pin
+them for comparable numbers:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 pytest benchmarks/...
 """
 
 import math

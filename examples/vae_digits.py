@@ -1,6 +1,6 @@
 """Train a VAE on the 8x8 handwritten digits and look at what it learned.
 
-    python examples/vae_digits.py                  # the documented settings, ~10 s on a laptop
+    python examples/vae_digits.py                  # the documented settings, ~5 s on one core
     python examples/vae_digits.py --epochs 100 --latent-dim 2 --out runs/digits2d
 
 Prints the held-out ELBO (and an importance-sampled log-likelihood) in nats per image and

@@ -17,6 +17,7 @@ neither numba.cuda nor CuPy: the cuda kernels are compiled on first use.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numba
 import numpy as np
@@ -88,6 +89,8 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
 
     Notes
     -----
+    Derivation: docs/derivations.md, "The RBF kernel and its partial derivatives".
+
     dK_ij/dlog l_k = K_ij (x_ik - x_jk)^2 / l_k^2 ;  dK_ij/dlog s = K_ij ;
     dK_ij/da_p = s E_ij (delta_ip a_j + a_i delta_jp), E the exponential factor.
     This reference forms the n x n x d tensor; the fast implementations never do.
@@ -139,7 +142,9 @@ def _check_amp(amp, n, name, dtype, xp=np):
         return None
     amp = xp.ascontiguousarray(xp.asarray(amp, dtype=dtype).reshape(-1))
     if amp.shape[0] != n:
-        raise ValueError(f"{name} has {amp.shape[0]} values but there are {n} points; give one per row")
+        raise ValueError(
+            f"{name} has {amp.shape[0]} values but there are {n} points; give one per row"
+        )
     return amp
 
 
@@ -177,7 +182,7 @@ def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
     W = xp.asarray(W)
     if W.shape != (n, n):
         raise ValueError(f"W has shape {W.shape} but X has {n} rows; W must be ({n}, {n})")
-    W = xp.ascontiguousarray(W, dtype=dtype)
+    W = xp.ascontiguousarray(W, dtype=_float_dtype(W))
     ls = _check_lengthscale(_to_host(lengthscale), X.shape[1], np.float64)
     amp = _check_amp(amp, n, "amp", dtype, xp)
     return W, X, ls, float(variance), amp
@@ -191,11 +196,14 @@ def _to_host(x):
 # ---- cpu: Numba --------------------------------------------------------------------------
 
 #: Edge of the square tiles the cpu kernels work on: a tile's distances, exponentials and
-#: weights (3 x 8 CPU_TILE^2 bytes) stay in the L2 cache while it is written out.
-CPU_TILE = 64
+#: exponent bits (3 x 8 CPU_TILE^2 bytes) stay in the L2 cache while it is written out.
+#: Measured on the 2-core dev machine (n = 4000, CPU time): 32, 64 and 128 within 15%,
+#: 128 the fastest.
+CPU_TILE = 128
 #: From this many columns on, the cpu rbf_matrix forms squared distances from one matrix
-#: product per tile (BLAS), ||x||^2 + ||y||^2 - 2 x.y, instead of summing differences.
-GEMM_MIN_D = 8
+#: product per tile (BLAS), ||x||^2 + ||y||^2 - 2 x.y, instead of summing differences
+#: (measured crossover between d = 8 and d = 16).
+GEMM_MIN_D = 12
 
 _LOG2E = 1.4426950408889634
 # ln 2 split in two (Cody & Waite): k * _LN2_HI is exact for |k| < 2^20
@@ -253,7 +261,7 @@ def _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg):
     """``arg[a * bj + b] = -0.5 |x_(i0+a) - y_(j0+b)|^2`` for one tile (scaled points).
 
     Summed differences (exact to rounding), or for many columns one matrix product:
-    ``|x|^2 + |y|^2 - 2 x.y`` clamped at 0 (points centred first; see _rbf_matrix_cpu).
+    ``|x|^2 + |y|^2 - 2 x.y`` clamped at 0 (points shifted first; see _scaled_points).
     """
     d = X.shape[1]
     if use_gemm:
@@ -329,7 +337,7 @@ def _matrix_tiles(
         if may_underflow[t]:
             _fix_underflow(arg, kern, bi * bj)
         diagonal = symmetric and i0 == j0
-        # (s e) (a_i b_j) gives the same bits for (i, j) and (j, i): K(X) is exactly symmetric
+        # a diagonal tile writes its lower triangle and mirrors it: K(X) is exactly symmetric
         for a in range(bi):
             amp_a = amp_x[i0 + a]
             row = kern[a * bj : (a + 1) * bj]
@@ -439,11 +447,10 @@ def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):
         Xs, np.ascontiguousarray(Ys.T), Ys, sqnorm_x, sqnorm_y, amp_x, amp_y, variance,
         tile_i, tile_j, may_underflow, symmetric, use_gemm, out,
     )
-    if use_gemm:
-        # each tile's product runs inside a Numba thread: BLAS must not start its own
-        with _blas_single_thread():
-            _matrix_tiles(*args)
-    else:
+    # tiles handed out one at a time: the triangle's rows differ in length, and a busy
+    # machine can stall one thread; with BLAS inside a Numba thread, BLAS must not start
+    # threads of its own
+    with numba.parallel_chunksize(1), _blas_single_thread() if use_gemm else nullcontext():
         _matrix_tiles(*args)
     return out
 
@@ -473,10 +480,12 @@ def _rbf_grad_contract_cpu(W, X, lengthscale, variance, amp):
     terms = np.zeros((tiles, d + 1))
     row_damp = np.zeros((tiles, CPU_TILE))
     col_damp = np.zeros((tiles, CPU_TILE))
-    _contract_tiles(
-        W, Xs, np.ascontiguousarray(Xs.T), np.ones(n) if amp is None else amp.astype(np.float64),
-        variance, tile_i, tile_j, may_underflow, terms, row_damp, col_damp,
-    )
+    with numba.parallel_chunksize(1):
+        _contract_tiles(
+            W, Xs, np.ascontiguousarray(Xs.T),
+            np.ones(n) if amp is None else amp.astype(np.float64),
+            variance, tile_i, tile_j, may_underflow, terms, row_damp, col_damp,
+        )
     total = 0.5 * terms.sum(axis=0)
     g_ls = total[:d] if ls.size == d else total[:d].sum(keepdims=True)
     dtheta = np.concatenate([g_ls, total[d:]]).astype(X.dtype)
@@ -558,7 +567,7 @@ def _cuda_kernels(dtype):
             out[i, j] = variance * math.exp(neg_half * r2) * amp_x[i] * amp_y[j]
 
     @cuda.jit
-    def contract_kernel(W, X, inv_ls, variance, amp, neg_half, zero, dtheta, damp):
+    def contract_kernel(W, X, inv_ls, variance, amp, with_amp, neg_half, zero, dtheta, damp):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         row0 = cuda.blockIdx.y * TILE
@@ -599,10 +608,10 @@ def _cuda_kernels(dtype):
             for c in range(TILE):
                 amp_total += row_amp[ty, c]
                 var_total += wk_tile[ty, c]
-            if i < n:
+            if i < n and with_amp:
                 cuda.atomic.add(damp, i, amp_total)
             partial[ty, 0] = var_total
-        if ty == 0 and j < n:
+        if ty == 0 and j < n and with_amp:
             amp_total = 0.0
             for r in range(TILE):
                 amp_total += col_amp[r, tx]
@@ -682,7 +691,7 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     scalar = dtype.type
     _cuda_launch(
         contract_kernel, xp, grid, W, X, inv_ls, scalar(variance),
-        xp.ones(n, dtype=dtype) if amp is None else amp,
+        xp.ones(n, dtype=dtype) if amp is None else amp, amp is not None,
         scalar(-0.5), scalar(0.0), dtheta, damp,
     )
     if ls.size == 1:
@@ -692,7 +701,27 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
 
 
 def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None, impl="cpu"):
-    """Kernel matrix K(X, Y); see :func:`rbf_matrix_reference` for the parameters."""
+    """Kernel matrix K(X, Y); see :func:`rbf_matrix_reference` for the other parameters.
+
+    Parameters
+    ----------
+    impl : {"cpu", "cuda", "reference"}
+        ``"cpu"``: Numba, NumPy arrays (float32 inputs are computed in float64 and rounded
+        once); ``"cuda"``: Numba-CUDA, CuPy arrays on the GPU (on CuPy's current stream) or
+        NumPy arrays under the CUDA simulator; ``"reference"``: plain NumPy.
+
+    Returns
+    -------
+    K : (n, m) array, dtype of X (float64 for integer X); with Y None, exactly symmetric
+        for ``"cpu"``.
+
+    Raises
+    ------
+    ValueError
+        X or Y not 2-D or not finite, column counts that differ, a lengthscale that is not
+        positive or has neither 1 nor d values, amplitudes of the wrong length, an unknown
+        ``impl``.
+    """
     if impl == "reference":
         return rbf_matrix_reference(X, Y, lengthscale, variance, amp_x, amp_y)
     if impl == "cpu":
@@ -703,7 +732,25 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
 
 
 def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu"):
-    """Gradient contractions; see :func:`rbf_grad_contract_reference`."""
+    """The contractions ``0.5 sum_ij W_ij dK_ij/dtheta``; see
+    :func:`rbf_grad_contract_reference` for the parameters and returns.
+
+    Derivation: docs/derivations.md, "The RBF kernel and its partial derivatives".
+    One pass over the pairs, never forming an n x n x d tensor. W need not be symmetric:
+    the cpu kernel visits each unordered pair once with weight W_ij + W_ji, the cuda
+    kernel every ordered pair with W_ij.
+
+    Parameters
+    ----------
+    impl : {"cpu", "cuda", "reference"}
+        As for :func:`rbf_matrix`.
+
+    Raises
+    ------
+    ValueError
+        W not of shape (n, n), X not 2-D or not finite, a bad lengthscale or amplitude
+        length, an unknown ``impl``.
+    """
     if impl == "reference":
         return rbf_grad_contract_reference(W, X, lengthscale, variance, amp)
     if impl == "cpu":

@@ -39,6 +39,8 @@ def reparam_forward_reference(mu, logvar, eps):
 def reparam_backward_reference(dz, logvar, eps):
     """Gradients of the loss with respect to mu and logvar, given ``dz`` of shape (L, n, k).
 
+    Derivation: docs/derivations.md, "Reparameterisation".
+
     Returns
     -------
     dmu, dlogvar : (n, k) arrays
@@ -237,7 +239,10 @@ def reparam_forward(mu, logvar, eps, impl="cpu"):
 
 
 def reparam_backward(dz, logvar, eps, impl="cpu"):
-    """``(dmu, dlogvar)``; see :func:`reparam_backward_reference`."""
+    """``(dmu, dlogvar)``; see :func:`reparam_backward_reference`.
+
+    Derivation: docs/derivations.md, "Reparameterisation".
+    """
     if impl == "reference":
         return reparam_backward_reference(dz, logvar, eps)
     _check_shapes(dz, logvar, eps)

@@ -23,6 +23,7 @@ writes figures, ``metrics.json``, ``report.md`` and VAR's checkpoint into a fold
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -59,6 +60,7 @@ DEFAULT_SETTINGS = {
     "gp_starts": 3,
     "dtype": "float32",
     "device": "cpu",
+    "threads": 1,
     "n_anchor_every": 4,
     "holdout": 0.25,
 }
@@ -66,7 +68,9 @@ DEFAULT_SETTINGS = {
 
 ``latent_dim, hidden, activation, likelihood, lr, batch_size, dtype, device`` configure
 both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only VAR;
-``gp_starts`` the baselines' GPs; ``n_anchor_every`` and ``holdout`` the split."""
+``gp_starts`` the baselines' GPs; ``n_anchor_every`` and ``holdout`` the split;
+``threads`` caps the BLAS and Numba thread pools while the experiment runs (None leaves
+them as they are; see :func:`limited_threads`)."""
 
 DEMO_EPOCHS = (40, 80, 20)
 """The demo's VAR epochs, chosen so that ``minivae demo`` ends in about 2 minutes on 2 cores."""
@@ -79,6 +83,44 @@ TRAJECTORY_POINTS = 200
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def limited_threads(threads):
+    """Cap the BLAS (threadpoolctl) and Numba thread pools at ``threads`` inside the block.
+
+    Parameters
+    ----------
+    threads : int or None
+        Maximum threads of each pool; None changes nothing.
+
+    Notes
+    -----
+    The models here are small (1024 x 256 layers, GPs on tens of points): each BLAS call
+    or parallel kernel is far shorter than the time thread pools spend waking and
+    spin-waiting, and when two pools (OpenBLAS and Numba) share a few busy cores they
+    take turns stalling each other. On the shared 2-core machine this was built on, one
+    VAE epoch of the demo took 1.36 s with the default pools and 0.038 s with one thread
+    each, and LAPACK ``potri`` on a 37 x 37 matrix 63 ms instead of 0.01 ms. SciPy
+    ships its own OpenBLAS, loaded with ``scipy.linalg``; it is imported first so that
+    the limit covers it too. The previous Numba thread count is restored on exit.
+    """
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError(f"threads={threads!r} must be a positive integer or None")
+    import numba
+    import scipy.linalg  # noqa: F401  (loads SciPy's own OpenBLAS, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
+    previous = numba.get_num_threads()
+    with threadpool_limits(limits=int(threads)):
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
 
 
 def _group_labels(groups, n):
@@ -663,19 +705,20 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     staging = _prepare_output_folder(out_dir) if out_dir is not None else None
     try:
         fitted, predictions, scores = {}, {}, {}
-        for name in tqdm(methods, desc=f"{data.name} {mode}", disable=not progress):
-            model = _make_method(name, settings, epochs, seed)
-            fit_options = {"progress": progress} if name in _TRAINED else {}
-            tick = time.perf_counter()
-            model.fit(train.X, train.Y, train.groups, **fit_options)
-            fit_seconds = time.perf_counter() - tick
-            tick = time.perf_counter()
-            predicted = np.asarray(model.predict(test.X, test.groups), dtype=np.float64)
-            predict_seconds = time.perf_counter() - tick
-            predicted = predicted.reshape(test.Y.shape)
-            fitted[name], predictions[name] = model, predicted
-            scores[name] = {**metrics.summarize(test.Y, predicted),
-                            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+        with limited_threads(settings["threads"]):
+            for name in tqdm(methods, desc=f"{data.name} {mode}", disable=not progress):
+                model = _make_method(name, settings, epochs, seed)
+                fit_options = {"progress": progress} if name in _TRAINED else {}
+                tick = time.perf_counter()
+                model.fit(train.X, train.Y, train.groups, **fit_options)
+                fit_seconds = time.perf_counter() - tick
+                tick = time.perf_counter()
+                predicted = np.asarray(model.predict(test.X, test.groups), dtype=np.float64)
+                predict_seconds = time.perf_counter() - tick
+                predicted = predicted.reshape(test.Y.shape)
+                fitted[name], predictions[name] = model, predicted
+                scores[name] = {**metrics.summarize(test.Y, predicted),
+                                "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
         result = {
             "data": data.name,
             "mode": mode,
@@ -709,10 +752,11 @@ def load_data(name, seed=0):
 
     Parameters
     ----------
-    name : str or Path
+    name : str, Path or SequenceData
         "sequences" (:func:`~minivae.datasets.make_image_sequences`, defaults),
-        "postures" (:func:`~minivae.datasets.make_postures`, defaults), or a folder for
-        :func:`~minivae.datasets.load_regression_folder`.
+        "postures" (:func:`~minivae.datasets.make_postures`, defaults), a folder for
+        :func:`~minivae.datasets.load_regression_folder`, or data already loaded (returned
+        as it is).
     seed : int, default 0
         Seed of the synthetic sets.
 
@@ -720,6 +764,8 @@ def load_data(name, seed=0):
     -------
     minivae.datasets.SequenceData
     """
+    if isinstance(name, datasets.SequenceData):
+        return name
     if name == "sequences":
         return datasets.make_image_sequences(seed=seed)
     if name == "postures":
@@ -736,7 +782,7 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
 
     Parameters
     ----------
-    data_name : str or Path
+    data_name : str, Path or SequenceData
         As :func:`load_data`; the data set is the same for every seed.
     mode : {"interpolation", "extrapolation"}
     seeds : sequence of int, default (0, 1, 2)

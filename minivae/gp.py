@@ -122,7 +122,8 @@ def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
     Parameters
     ----------
     A : (n, n) array on ``backend``
-        Symmetric. Only one triangle is read.
+        Symmetric: both triangles must hold the same values (which one LAPACK reads
+        depends on the memory order).
     backend : Backend or str, optional
         Device of ``A``; default ``"cpu"``.
     overwrite_a : bool, default False
@@ -158,9 +159,9 @@ def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
     """
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
-    n = A.shape[0]
-    if A.ndim != 2 or A.shape[1] != n:
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"cholesky_with_jitter needs a square matrix, got shape {A.shape}")
+    n = A.shape[0]
     diag = xp.diagonal(A).copy()
     if not bool(xp.all(xp.isfinite(diag))):
         raise NotPositiveDefiniteError(
@@ -239,6 +240,16 @@ def _cho_solve(L, B, backend):
     return backend.cho_solve(L, B)
 
 
+def _solve_lower(L, B, backend):
+    """``L \\ B`` for lower triangular ``L``; on the host ``B`` is overwritten (no copy
+    when it is Fortran-ordered, as the transpose of a C-ordered array is)."""
+    if backend.xp is np:
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(L, B, lower=True, overwrite_b=True, check_finite=False)
+    return backend.solve_triangular(L, B, lower=True)
+
+
 def _add_to_diagonal(A, value, xp) -> None:
     """``A += value * I`` in place."""
     n = A.shape[0]
@@ -291,6 +302,8 @@ def unpack_theta(theta, n_features: int):
     noise : float
         The noise variance.
     """
+    if hasattr(theta, "get") and not isinstance(theta, np.ndarray):
+        theta = theta.get()  # a CuPy array: theta is small and read on the host
     theta = np.asarray(theta, dtype=np.float64)
     if theta.ndim != 1 or theta.size not in (3, n_features + 2):
         raise ValueError(
@@ -318,7 +331,7 @@ def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
     Parameters
     ----------
     X : (n, d) array on ``backend``
-    Y : (n, t) array on ``backend``
+    Y : (n, t) or (n,) array on ``backend``
         ``t`` outputs sharing one kernel.
     theta : (p + 2,) array
         ``(log l_1..l_p, log s, log noise)``, ``p`` in {1, d}.
@@ -352,6 +365,7 @@ def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
     """
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
+    Y = Y.reshape(Y.shape[0], -1)
     n, t = Y.shape
     lengthscale, variance, noise = unpack_theta(theta, X.shape[1])
     impl = _kernel_impl(backend)
@@ -661,6 +675,9 @@ class GPRegressor:
         Lower Cholesky factor of ``K + noise_ I``.
     alpha_ : (n, t) array on the device
         ``(K + noise_ I)^-1 y`` (normalised y if normalize_y).
+    jitter_ : float
+        Jitter that the final factorisation needed (0.0 normally); see
+        :func:`cholesky_with_jitter`.
 
     Notes
     -----
@@ -724,7 +741,8 @@ class GPRegressor:
                 f"bounds has shape {np.shape(bounds)}; give one (low, high) pair or "
                 f"{n_theta} pairs (lengthscale(s), variance, noise)"
             )
-        if not (np.all(np.isfinite(arr)) and np.all(arr[:, 0] > 0) and np.all(arr[:, 1] > arr[:, 0])):
+        valid = np.all(np.isfinite(arr)) and np.all(arr[:, 0] > 0) and np.all(arr[:, 1] > arr[:, 0])
+        if not valid:
             raise ValueError(
                 f"bounds {arr.tolist()} must be finite pairs with 0 < low < high "
                 "(natural units, not logs)"
@@ -733,7 +751,9 @@ class GPRegressor:
 
     def _set_hyperparameters(self, theta) -> None:
         self.theta_ = np.asarray(theta, dtype=np.float64).copy()
-        self.lengthscale_, self.variance_, self.noise_ = unpack_theta(self.theta_, self.n_features_in_)
+        self.lengthscale_, self.variance_, self.noise_ = unpack_theta(
+            self.theta_, self.n_features_in_
+        )
 
     # ---- fitting -------------------------------------------------------------------
 
@@ -809,10 +829,12 @@ class GPRegressor:
             self._rng.uniform(log_bounds[:, 0], log_bounds[:, 1]) for _ in range(self.n_restarts)
         ]
         best_theta, best_value = None, np.inf
+        # Tolerances tighter than SciPy's defaults: the analytic gradient is exact to
+        # round-off, so the optimiser can stop much closer to the optimum.
         for start in starts:
             result = minimize(negative_lml, start, jac=True, method="L-BFGS-B",
                               bounds=log_bounds, options={"ftol": 1e-12, "gtol": 1e-8})
-            if result.fun < best_value:
+            if best_theta is None or result.fun < best_value:
                 best_theta, best_value = result.x, result.fun
         return best_theta
 
@@ -881,8 +903,8 @@ class GPRegressor:
         mean = K_star @ self.alpha_
         if spread is None:
             return mean, None
-        # Line 5: v = L \ K(X, X*)
-        v = self.backend.solve_triangular(self.L_, K_star.T, lower=True)
+        # Line 5: v = L \ K(X, X*), on the host in the memory of K(X*, X)
+        v = _solve_lower(self.L_, K_star.T, self.backend)
         del K_star
         # Line 6: V[f*] = K(X*, X*) - v^T v
         if spread == "cov":
@@ -1087,7 +1109,9 @@ def read_xy_csv(path):
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{str(path)!r} is not a readable CSV text file: {exc}") from exc
     if not rows:
-        raise DataError(f"CSV file {str(path)!r} is empty; it needs input columns and a last y column")
+        raise DataError(
+            f"CSV file {str(path)!r} is empty; it needs input columns and a last y column"
+        )
     width = len(rows[0][1])
     header = None
     if any(_parse_float(field) is None for field in rows[0][1]):

@@ -281,7 +281,8 @@ class MLP:
         Parameters
         ----------
         doutputs : dict head -> (n, width) array
-            Gradient of the loss with respect to each head's output (every head needs one).
+            Gradient of the loss with respect to each head's output; a head left out does
+            not enter the loss (its parameter gradients are zeros).
         grads : dict
             Receives the gradient of every parameter of this network, by name.
         need_dx : bool
@@ -294,11 +295,19 @@ class MLP:
         has_body = bool(self.layers)
         dh = None
         for head, layer in self.heads.items():
+            if head not in doutputs:
+                grads[layer.W_name] = _xp(params[layer.W_name]).zeros_like(params[layer.W_name])
+                grads[layer.b_name] = _xp(params[layer.b_name]).zeros_like(params[layer.b_name])
+                continue
             dh_head = layer.backward(params, doutputs[head], grads, need_dx=has_body or need_dx)
             if dh is None:
                 dh = dh_head
             elif dh_head is not None:
                 dh += dh_head
+        if dh is None and has_body:
+            raise ValueError(
+                f"{self.prefix}: doutputs has no gradient for any head {list(self.heads)}"
+            )
         for i in range(len(self.layers) - 1, -1, -1):
             dpre = self.activations[i].backward(dh)
             dh = self.layers[i].backward(params, dpre, grads, need_dx=(i > 0) or need_dx)

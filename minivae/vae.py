@@ -21,6 +21,7 @@ Building blocks another model can reuse (the regression model adds an encoder he
 -----------------------------------------------------------------------------------
 - ``self.encoder`` / ``self.decoder``: :class:`minivae.nn.MLP` objects; parameters live in
   ``self.params``.
+- :meth:`_encoder_heads` -> ``{"mu": k, "logvar": k}``: override to add a head.
 - :meth:`_encoder_forward` (X) -> dict of head outputs; :meth:`_encoder_backward`
   (dict of head gradients) -> encoder grads.
 - :meth:`_decoder_loss_and_grads` (Z, X, scale) -> (nll per row, dZ, decoder grads).
@@ -124,8 +125,8 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
             row, col = np.argwhere(outside)[0]
             raise DataError(
                 f"{name} has {int(outside.sum())} values outside [0, 1] (first at row {row}, "
-                f"column {col}: {X[row, col].item()!r}), which a Bernoulli likelihood cannot model; "
-                'rescale the data to [0, 1] or use likelihood="gaussian"'
+                f"column {col}: {X[row, col].item()!r}), which a Bernoulli likelihood cannot "
+                'model; rescale the data to [0, 1] or use likelihood="gaussian"'
             )
     return X
 
@@ -219,7 +220,7 @@ class VAE:
         self.device = self.backend.name
 
         k, D = self.latent_dim, self.input_dim
-        self.encoder = MLP("enc", D, self.hidden, {"mu": k, "logvar": k}, activation)
+        self.encoder = MLP("enc", D, self.hidden, self._encoder_heads(), activation)
         if likelihood == "bernoulli":
             decoder_heads = {"out": D}
         elif fixed_variance is None:
@@ -340,6 +341,15 @@ class VAE:
 
     # ---- building blocks ---------------------------------------------------------------
 
+    def _encoder_heads(self) -> dict:
+        """Encoder output heads and their widths, in parameter order.
+
+        ``{"mu": k, "logvar": k}``; a subclass that needs another encoder output (the
+        regression model's kernel amplitude) overrides this to add e.g. ``"logsigma": 1``,
+        which creates ``enc.logsigma.W`` and ``enc.logsigma.b`` after ``enc.logvar.*``.
+        """
+        return {"mu": self.latent_dim, "logvar": self.latent_dim}
+
     def _encoder_forward(self, X) -> dict:
         """Encoder heads for device data ``X`` (n, D): ``{"mu": (n, k), "logvar": (n, k)}``.
 
@@ -350,7 +360,8 @@ class VAE:
     def _encoder_backward(self, dheads: dict) -> dict:
         """Encoder parameter gradients from the gradients of its head outputs.
 
-        Derivation: docs/derivations.md, "Dense layer" and "Activations".
+        A head missing from ``dheads`` does not enter the loss: its parameter gradients
+        are zero. Derivation: docs/derivations.md, "Dense layer" and "Activations".
         """
         grads = {}
         self.encoder.backward(self.params, dheads, grads, need_dx=False)

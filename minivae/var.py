@@ -65,10 +65,10 @@ PHASES = ("pretrain", "joint", "finetune")
 REGRESSION_PARAMS = ("enc.logsigma.W", "enc.logsigma.b", "gp.log_lengthscale")
 
 _LENGTHSCALE = "gp.log_lengthscale"
-_DATA_PREFIX = "data."
 _DATA_KEYS = ("data.X", "data.Y", "data.group_index", "data.group_labels")
 
-# Seed stream for the posterior samples of predict(return_std=True) (trainer: [seed, epoch, s]).
+# Seed streams derived from the model seed: the Monte-Carlo noise before training (the
+# trainer reseeds it each epoch) and the posterior samples of predict(return_std=True).
 _STREAM_NOISE = 1
 _STREAM_PREDICT = 2
 
@@ -129,8 +129,8 @@ def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarr
         raise DataError(f"{name} must be 2-D (n, p) with n, p >= 1; got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
         raise DataError(
-            f"{name} has {X.shape[1]} columns but the model was fitted on inputs with "
-            f"{n_features}; pass inputs of width {n_features}"
+            f"{name} has {X.shape[1]} columns but the model expects {n_features}; pass rows "
+            f"of width {n_features}"
         )
     _check_finite(X, name)
     return X.astype(np.float64, copy=False)
@@ -178,6 +178,22 @@ def _check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
     return groups
 
 
+def _nearest_distinct_distances(X, block_rows=512) -> np.ndarray:
+    """Distance from each row of ``X`` (n, p) to its nearest row at a positive distance.
+
+    Rows whose every neighbour coincides with them are left out. Blocks of
+    ``block_rows`` rows bound the memory to ``block_rows * n`` distances.
+    """
+    nearest = []
+    for start in range(0, X.shape[0], block_rows):
+        diff = X[start:start + block_rows, None, :] - X[None, :, :]
+        dist = np.sqrt((diff * diff).sum(axis=-1))
+        dist[dist == 0] = np.inf
+        nearest.append(dist.min(axis=1))
+    nearest = np.concatenate(nearest)
+    return nearest[np.isfinite(nearest)]
+
+
 # ---- the model ------------------------------------------------------------------------------
 
 
@@ -219,8 +235,10 @@ class VARegressor:
         Seeds the initialisation, the episodes, the Monte-Carlo noise and predictions.
     device : {"cpu", "gpu", "cuda-sim"}
 
-    Attributes (after :meth:`fit`)
-    ------------------------------
+    Attributes
+    ----------
+    These exist after :meth:`fit` (or :meth:`load`).
+
     params : dict name -> device array
         ``enc.*`` (heads ``mu``, ``logvar``, ``logsigma``), ``dec.*`` and
         ``gp.log_lengthscale`` (shape (1,)).
@@ -330,9 +348,12 @@ class VARegressor:
         return arrays, {"config": self.get_config(), "image_shape": list(self.image_shape_)}
 
     def set_state(self, arrays: dict, meta: dict | None = None) -> None:
-        """Copy parameters (and training data, if given) from host ``arrays``, in place.
+        """Copy parameters from host ``arrays`` into this model's arrays, in place.
 
-        Names may carry the checkpoint prefix ``"param."``.
+        Names may carry the checkpoint prefix ``"param."``. The training data in
+        ``arrays`` (``data.*``) are taken only by a model that has none yet (one that
+        :meth:`load` just built); a model being fitted keeps the data given to
+        :meth:`fit`.
 
         Raises
         ------
@@ -355,7 +376,7 @@ class VARegressor:
                 )
         for name, value in self.params.items():
             value[...] = self.backend.asarray(np.asarray(arrays[name]), dtype=self.dtype)
-        if all(key in arrays for key in _DATA_KEYS):
+        if not hasattr(self, "_X_train") and all(key in arrays for key in _DATA_KEYS):
             self._set_training_data(arrays["data.X"], arrays["data.Y"],
                                     arrays["data.group_index"], arrays["data.group_labels"])
 
@@ -393,7 +414,9 @@ class VARegressor:
                   if name.startswith("param.")}
         missing = [key for key in _DATA_KEYS if key not in arrays]
         if missing:
-            raise CheckpointError(f"{str(path)!r} has no training data ({missing}); it cannot predict")
+            raise CheckpointError(
+                f"{str(path)!r} has no training data ({missing}); it cannot predict"
+            )
         config = dict(model_meta["config"])
         if device is not None:
             config["device"] = device
@@ -445,20 +468,21 @@ class VARegressor:
             return math.log(self.lengthscale)
         spacings = []
         for g in range(group_index.max() + 1):
-            Xg = X[group_index == g]
-            dist = np.sqrt(((Xg[:, None, :] - Xg[None, :, :]) ** 2).sum(axis=-1))
-            dist[dist == 0] = np.inf
-            nearest = dist.min(axis=1)
-            nearest = nearest[np.isfinite(nearest)]
+            X_group = X[group_index == g]
+            nearest = _nearest_distinct_distances(X_group)
             if nearest.size:
-                stretch = (Xg.shape[0] / self.n_anchor) ** (1.0 / X.shape[1])
+                stretch = (X_group.shape[0] / self.n_anchor) ** (1.0 / X.shape[1])
                 spacings.append(float(np.median(nearest)) * stretch)
         return math.log(float(np.median(spacings))) if spacings else 0.0
 
     # ---- the building blocks of the loss ---------------------------------------------------
 
     def _encode_device(self, Y):
-        """Encoder heads for device images ``Y`` (n, D): mu (n, k), logvar (n, k), logsigma (n, 1)."""
+        """Encoder heads of device images ``Y`` (n, D).
+
+        Returns ``{"mu": (n, k), "logvar": (n, k), "logsigma": (n, 1)}``; caches what the
+        encoder's backward needs.
+        """
         return self.encoder.forward(self.params, Y)
 
     def _decoder_nll_and_grads(self, Z, Y, scale):
@@ -580,7 +604,7 @@ class VARegressor:
         a0 = q0 = 0
         for anchors, queries in episodes:
             a1, q1 = a0 + anchors.size, q0 + queries.size
-            amp_query = xp.full(queries.size, xp.sqrt(sigma[a0:a1].mean()), dtype=self.dtype)
+            amp_query = xp.sqrt(sigma[a0:a1].mean()) * xp.ones(queries.size, dtype=self.dtype)
             z_query[q0:q1], cache = posterior_mean(
                 X_anchor[a0:a1], z[a0:a1], X_query[q0:q1], theta,
                 amp_train=amp[a0:a1], amp_test=amp_query, backend=self.backend)
@@ -763,7 +787,7 @@ class VARegressor:
         if small.size:
             g = small[0]
             raise DataError(
-                f"group {group_labels[g]!r} has {counts[g]} training frames but n_anchor="
+                f"group {group_labels[g].item()!r} has {counts[g]} training frames but n_anchor="
                 f"{self.n_anchor} needs at least {self.n_anchor + 1} (the anchors and one "
                 f"query); {small.size} group(s) are too small. Lower n_anchor to at most "
                 f"{counts.min() - 1} or give every group more frames"
@@ -790,11 +814,11 @@ class VARegressor:
                       kind="VARegressor")
         history = fit_loop(self, n, pretrain_step, epochs=self.epochs[0],
                            batch_size=self.batch_size, param_names=network_names,
-                           phase="pretrain", **common)
+                           phase=PHASES[0], **common)
         history = fit_loop(self, n, joint_step, epochs=self.epochs[1], batches=self._draw_batches,
-                           param_names=all_names, phase="joint", history=history, **common)
+                           param_names=all_names, phase=PHASES[1], history=history, **common)
         history = fit_loop(self, n, joint_step, epochs=self.epochs[2], batches=self._draw_batches,
-                           param_names=network_names, phase="finetune", history=history,
+                           param_names=network_names, phase=PHASES[2], history=history,
                            **common)
         self.history_ = history
         return self
@@ -848,7 +872,7 @@ class VARegressor:
             codes = heads["mu"]
             sigma = xp.exp(heads["logsigma"][:, 0])
             amp = xp.sqrt(sigma)
-            amp_query = xp.full(out_rows.size, xp.sqrt(sigma.mean()), dtype=self.dtype)
+            amp_query = xp.sqrt(sigma.mean()) * xp.ones(out_rows.size, dtype=self.dtype)
             X_g, X_q = self._X_train[rows], X_dev[out_rows]
             A = rbf_matrix(X_g, None, lengthscale, 1.0, amp_x=amp, impl=impl)
             A[xp.arange(rows.size), xp.arange(rows.size)] += self.noise

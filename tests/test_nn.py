@@ -115,3 +115,15 @@ def test_mlp_parameter_names_and_order():
     assert list(params) == ["enc.0.W", "enc.0.b", "enc.1.W", "enc.1.b", "enc.mu.W", "enc.mu.b",
                             "enc.logvar.W", "enc.logvar.b"]
     assert params["enc.1.W"].shape == (8, 6) and params["enc.logvar.W"].shape == (6, 2)
+
+
+def test_mlp_head_without_gradient_gets_zero_grads_and_none_at_all_is_an_error(rng):
+    mlp = MLP("net", 3, (4,), {"a": 2, "b": 1}, "tanh")
+    params = mlp.init_params(rng, np.float64)
+    mlp.forward(params, rng.standard_normal((2, 3)))
+    grads = {}
+    mlp.backward(params, {"a": np.ones((2, 2))}, grads)
+    assert set(grads) == set(params)
+    assert not grads["net.b.W"].any() and not grads["net.b.b"].any()
+    with pytest.raises(ValueError, match="no gradient for any head"):
+        mlp.backward(params, {}, {})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minivae import DataError, TrainingDivergedError
-from minivae.gradcheck import gradcheck_vae
+from minivae.gradcheck import check_gradients, gradcheck_vae
 from minivae.vae import VAE
 
 TOL = 1e-6
@@ -360,3 +360,45 @@ def test_divergence_stops_training_with_a_clear_error():
     vae = VAE(12, 2, hidden=(8,), likelihood="gaussian", seed=0)
     with pytest.raises(TrainingDivergedError, match="epoch"):
         vae.fit(X * 1e30, epochs=3, batch_size=20, lr=1e3, progress=False)
+
+
+# ---- reuse by another model -----------------------------------------------------------------
+
+
+class _VAEWithAmplitude(VAE):
+    """A model in the style of the regression model: one extra encoder head, ``logsigma``,
+    and a loss built from the VAE's documented building blocks."""
+
+    def _encoder_heads(self):
+        return {**super()._encoder_heads(), "logsigma": 1}
+
+    def loss_and_grads_with_penalty(self, X, eps):
+        n, L = X.shape[0], eps.shape[0]
+        heads = self._encoder_forward(X)
+        mu, logvar, logsigma = heads["mu"], heads["logvar"], heads["logsigma"]
+        z = mu[None] + np.exp(0.5 * logvar)[None] * eps
+        nll, dz, grads = self._decoder_loss_and_grads(
+            z.reshape(L * n, -1), np.concatenate([X] * L), scale=1.0 / (L * n))
+        loss = float(nll.sum()) / (L * n) + float(np.sum(logsigma**2)) / n
+        dz = dz.reshape(z.shape)
+        dmu = dz.sum(axis=0)
+        dlogvar = 0.5 * np.exp(0.5 * logvar) * (dz * eps).sum(axis=0)
+        grads.update(self._encoder_backward(
+            {"mu": dmu, "logvar": dlogvar, "logsigma": 2 * logsigma / n}))
+        return loss, grads
+
+
+def test_an_extra_encoder_head_composes_with_the_building_blocks(rng):
+    model = _VAEWithAmplitude(5, 2, hidden=(4,), activation="tanh", dtype="float64", seed=1)
+    assert list(model.params)[4:8] == ["enc.logvar.W", "enc.logvar.b", "enc.logsigma.W",
+                                       "enc.logsigma.b"]
+    X = rng.uniform(size=(3, 5))
+    eps = rng.standard_normal((2, 3, 2))
+    _, grads = model.loss_and_grads_with_penalty(X, eps)
+    rows = check_gradients(lambda: model.loss_and_grads_with_penalty(X, eps)[0], model.params,
+                           grads)
+    worst = max(rows, key=lambda row: row["rel_error"])
+    assert worst["rel_error"] < TOL, f"{worst['name']}: relative error {worst['rel_error']:.2e}"
+    # The plain VAE loss ignores the extra head: its gradients are exactly zero.
+    _, vae_grads = model.loss_and_grads(X, eps=eps)
+    assert not vae_grads["enc.logsigma.W"].any() and not vae_grads["enc.logsigma.b"].any()

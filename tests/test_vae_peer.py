@@ -9,8 +9,10 @@
 import math
 import time
 
+import numba
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from minivae.datasets import load_digits
 from minivae.train import default_batches, epoch_seed
@@ -23,6 +25,23 @@ pytestmark = pytest.mark.peers
 # The documented example settings (examples/vae_digits.py defaults).
 EXAMPLE = {"latent_dim": 8, "hidden": (128,), "epochs": 30, "batch_size": 100, "lr": 1e-3,
            "seed": 0, "n_test": 297}
+
+
+@pytest.fixture
+def one_thread():
+    """Run BLAS, Numba and torch on one thread each.
+
+    The step is small (batch 100, 64-128-8): threads buy little, and on a shared machine
+    with more runnable threads than cores, spinning BLAS and OpenMP workers make both
+    sides many times slower. One thread each keeps the comparison fair and quick.
+    """
+    numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    numba.set_num_threads(numba_threads)
+    torch.set_num_threads(torch_threads)
 
 
 def digits_split(n_test=EXAMPLE["n_test"]):
@@ -129,7 +148,7 @@ def train_with_torch(vae, X_train, epochs, batch_size, lr, beta1=0.9, beta2=0.99
     return {name: p.detach().numpy() for name, p in params.items()}
 
 
-def test_digits_training_matches_torch_within_one_percent():
+def test_digits_training_matches_torch_within_one_percent(one_thread):
     X_train, X_test = digits_split()
     settings = {k: EXAMPLE[k] for k in ("epochs", "batch_size", "lr")}
     ours = VAE(64, EXAMPLE["latent_dim"], hidden=EXAMPLE["hidden"], seed=EXAMPLE["seed"])

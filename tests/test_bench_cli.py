@@ -1,0 +1,231 @@
+"""`minivae bench`: the table and JSON logic on tiny sizes, and --device gpu without a GPU.
+
+Nothing here asserts on timings: the sizes are far too small for the targets to mean
+anything. The tests check that every row is measured (or marked skipped), that the JSON
+is complete and consistent with itself, and that the GPU path fails with the backend's
+message where no GPU is usable.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minivae import bench, cli
+from minivae.backend import get_backend
+from minivae.errors import DeviceUnavailableError
+
+TINY = {
+    "rbf_n": 24, "rbf_dims": (2, 5), "lml_n": 20, "lml_d": 3, "predict_train": 20,
+    "predict_test": 11, "predict_d": 3, "vae_layers": (12, 6, 2), "vae_batch": 5,
+    "reparam_shape": (7, 3), "adam_params": 33, "contract_n": 9, "contract_d": 2,
+    "repeats_fast": 3, "repeats_slow": 2, "warmup": 1,
+}
+TINY_SIM = {**TINY, "rbf_n": 6, "rbf_dims": (2,), "lml_n": 6, "lml_d": 2, "contract_n": 5,
+            "vae_layers": (5, 3, 2), "vae_batch": 3, "reparam_shape": (3, 2),
+            "adam_params": 10, "repeats_fast": 1, "warmup": 0}
+
+CPU_CASES = [
+    "RBF K(X,X) n=24 d=2 f64 vs sklearn",
+    "RBF K(X,X) n=24 d=2 f64 vs np.full",
+    "RBF K(X,X) n=24 d=5 f64 vs sklearn",
+    "RBF K(X,X) n=24 d=5 f64 vs np.full",
+    "GP LML+grad ARD n=20 d=3 time",
+    "GP LML+grad ARD n=20 d=3 peak memory",
+    "GP predict mean+std 20 train 11 test",
+    "VAE step 12-6-2 b=5 f32 vs torch CPU",
+    "VAE step 12-6-2 b=5 f32 vs its 6 matmuls",
+    "reparam fwd+bwd 7x3 f32",
+    "Adam step 33 f32",
+]
+TORCH_CASE = "VAE step 12-6-2 b=5 f32 vs torch CPU"
+
+
+def _run_tiny(tmp_path, capsys):
+    out = tmp_path / "sub" / "bench.json"
+    status = bench.main(quick=True, out=str(out), sizes=TINY)
+    printed = capsys.readouterr().out
+    return status, json.loads(out.read_text()), printed
+
+
+def _check_measured_row(row, repeats):
+    for side in ("ours_stats", "baseline_stats"):
+        stats = row[side]
+        assert stats["n"] == len(stats["samples"])
+        assert all(math.isfinite(s) and s > 0 for s in stats["samples"]), (row["case"], side)
+        assert stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"]
+        assert stats["iqr"] == pytest.approx(stats["q3"] - stats["q1"], rel=1e-12)
+    if row["unit"] == "s":
+        assert row["ours_stats"]["n"] == row["baseline_stats"]["n"] == repeats
+    ours, baseline = row["ours_stats"]["median"], row["baseline_stats"]["median"]
+    target = row["target"]
+    if target["kind"] == "faster":
+        assert row["ratio_definition"] == "baseline / ours"
+        assert row["ratio"] == pytest.approx(baseline / ours, rel=1e-12)
+        assert row["met"] == (row["ratio"] >= target["factor"])
+    else:
+        assert row["ratio_definition"] == "ours / baseline"
+        assert row["ratio"] == pytest.approx(ours / baseline, rel=1e-12)
+        assert row["met"] == (row["ratio"] <= target["factor"])
+
+
+def test_tiny_run_writes_every_row(tmp_path, capsys):
+    status, result, printed = _run_tiny(tmp_path, capsys)
+    assert status == 0
+    assert result["mode"] == "custom" and result["device"] == "cpu"
+    assert [row["case"] for row in result["rows"]] == CPU_CASES
+    for row in result["rows"]:
+        if row["skipped"]:
+            assert row["case"] == TORCH_CASE
+            assert row["ours_stats"] is None and row["ratio"] is None and row["met"] is None
+            continue
+        repeats = TINY["repeats_fast"] if row["case"].startswith(("VAE", "reparam", "Adam")) \
+            else TINY["repeats_slow"]
+        _check_measured_row(row, repeats)
+    summary = result["summary"]
+    assert summary["met"] + summary["not_met"] + summary["skipped"] == len(CPU_CASES)
+    memory = [row for row in result["rows"] if row["unit"] == "B"]
+    assert [row["case"] for row in memory] == ["GP LML+grad ARD n=20 d=3 peak memory"]
+    for case in CPU_CASES:
+        assert case in printed
+    assert "CUSTOM sizes" in printed and "wrote" in printed
+
+
+def test_json_records_machine_and_blas(tmp_path, capsys):
+    _, result, printed = _run_tiny(tmp_path, capsys)
+    machine = result["machine"]
+    assert machine["cpu_count"] >= 1 and machine["cpu_model"]
+    assert machine["versions"]["numpy"] == np.__version__
+    assert set(machine["env"]) >= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+    blas = [pool for pool in machine["blas"] if pool["user_api"] == "blas"]
+    assert blas, "threadpoolctl found no BLAS; NumPy always links one"
+    assert all("num_threads" in pool and "prefix" in pool for pool in blas)
+    assert len(machine["load_average"]["start"]) == 3
+    assert result["sizes"]["rbf_n"] == TINY["rbf_n"]
+    assert "BLAS:" in printed and "OPENBLAS_CORETYPE=" in printed
+
+
+def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    status, result, printed = _run_tiny(tmp_path, capsys)
+    assert status == 0
+    (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
+    assert "torch is not installed" in torch_row["skipped"]
+    assert torch_row["met"] is None
+    assert result["summary"]["skipped"] == 1
+    assert "skipped:" in printed and "torch is not installed" in printed
+
+
+def test_torch_row_measured_when_torch_is_present(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    _, result, _ = _run_tiny(tmp_path, capsys)
+    (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
+    assert torch_row["skipped"] is None
+    assert torch.__version__ in torch_row["baseline"]
+    _check_measured_row(torch_row, TINY["repeats_fast"])
+
+
+def test_cli_quick_uses_the_quick_preset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "QUICK", bench.Sizes(**TINY))
+    out = tmp_path / "quick.json"
+    assert cli.main(["bench", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["mode"] == "quick"
+    assert "QUICK run" in printed
+    assert len(result["rows"]) == len(CPU_CASES)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def _gpu_unavailable_message():
+    try:
+        get_backend("gpu")
+    except DeviceUnavailableError as exc:
+        return str(exc)
+    pytest.skip("a GPU is usable here; this test is for machines without one")
+
+
+def test_gpu_without_gpu_fails_with_the_backend_message(tmp_path, capsys):
+    message = _gpu_unavailable_message()
+    out = tmp_path / "gpu.json"
+    status = bench.main(device="gpu", out=str(out))
+    captured = capsys.readouterr()
+    assert status != 0
+    assert captured.err.strip() == f"minivae: error: {message}"
+    assert not out.exists()
+
+
+def test_cli_gpu_without_gpu_exits_nonzero(tmp_path, capsys):
+    message = _gpu_unavailable_message()
+    assert cli.main(["bench", "--device", "gpu", "--out", str(tmp_path / "g.json")]) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_gpu_groups_run_under_the_cuda_simulator(tmp_path, capsys):
+    """The --device gpu cases, on the simulator's backend and the host timer."""
+    backend = get_backend("cuda-sim")
+    sizes = bench.Sizes(**TINY_SIM)
+    builders = bench.gpu_groups(backend, sizes, bench.wall_timer)
+    out = tmp_path / "sim.json"
+    assert bench.run(builders, sizes, "custom", "gpu", "Numba CUDA simulator", out) == 0
+    result = json.loads(out.read_text())
+    assert [row["case"] for row in result["rows"]] == [
+        "rbf_matrix n=6 d=2 f64", "rbf_grad_contract ARD n=5 d=2 f64",
+        "reparam fwd+bwd 3x2 f32", "Adam step 10 f32", "VAE step 5-3-2 b=3 f32",
+        "GP LML+grad ARD n=6 d=2",
+    ]
+    for row in result["rows"]:
+        assert row["target"] is None and row["met"] is None
+        ours, baseline = row["ours_stats"]["median"], row["baseline_stats"]["median"]
+        assert row["ratio"] == pytest.approx(baseline / ours, rel=1e-12)
+    assert result["machine"]["device_name"] == "Numba CUDA simulator"
+    assert "Numba CUDA simulator" in capsys.readouterr().out
+
+
+def test_summarize_matches_numpy_quartiles():
+    samples = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    stats = bench.summarize(samples)
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    assert (stats["q1"], stats["median"], stats["q3"]) == pytest.approx((q1, median, q3))
+    assert stats["min"] == 1.0 and stats["n"] == 6 and stats["samples"] == sorted(samples)
+    single = bench.summarize([2.5])
+    assert single["median"] == single["q1"] == single["q3"] == 2.5 and single["iqr"] == 0.0
+
+
+def test_targets_ratio_and_verdict():
+    faster = bench.Target("faster", 3.0, ">= 3x faster")
+    assert faster.ratio(ours=1.0, baseline=3.0) == 3.0 and faster.met(3.0)
+    assert not faster.met(2.99)
+    at_most = bench.Target("at_most", 0.2, "<= 1/5 its peak")
+    assert at_most.ratio(ours=1.0, baseline=4.0) == 0.25 and not at_most.met(0.25)
+    assert at_most.met(0.2)
+
+
+def test_table_shows_verdicts_and_skips():
+    measured = bench.Row("case A", "ours", "base", bench.Target("faster", 2.0, ">= 2x faster"),
+                         ours_stats=bench.summarize([1.0]), baseline_stats=bench.summarize([4.0]))
+    slower = bench.Row("case B", "ours", "base", bench.Target("at_most", 1.5, "<= 1.5x"),
+                       ours_stats=bench.summarize([3e-3]),
+                       baseline_stats=bench.summarize([1e-3]))
+    skipped = bench.Row("case C", "ours", "torch", bench.Target("faster", 2.0, ">= 2x faster"),
+                        skipped="torch is not installed")
+    lines = bench.format_table([measured, slower, skipped]).splitlines()
+    assert "4.00x faster" in lines[2] and lines[2].rstrip().endswith("yes")
+    assert "3.00x its time" in lines[3] and lines[3].rstrip().endswith("NO")
+    assert "3 ms" in lines[3] and "1 ms" in lines[3]
+    assert lines[4].rstrip().endswith("skipped")
+    assert lines[-1].strip() == "case C: torch is not installed"
+
+
+def test_write_json_atomic_replaces_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "deep" / "r.json"
+    bench.write_json_atomic(path, {"a": 1})
+    bench.write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_unknown_device_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="device='tpu'"):
+        bench.main(device="tpu", out=str(tmp_path / "x.json"))

@@ -1,0 +1,270 @@
+"""Tests of minivae.experiments: the baselines, run_experiment's outputs, and its atomicity.
+
+Everything runs on tiny data (two sequences of 16 frames, 12 x 12 images) with one or two
+epochs, so the numbers are poor; the tests check behaviour, shapes and files, not quality.
+"""
+import json
+
+import numba
+import numpy as np
+import pytest
+
+from minivae import plots
+from minivae.datasets import SequenceData, make_image_sequences, make_postures
+from minivae.errors import DataError
+from minivae.experiments import (
+    METHODS,
+    NearestAnchor,
+    PixelGP,
+    TwoStage,
+    _dense_inputs,
+    compare_seeds,
+    limited_threads,
+    run_experiment,
+    starting_lengthscales,
+    train_var_cli,
+)
+
+TINY_SETTINGS = {"latent_dim": 2, "hidden": (16,), "batch_size": 16, "n_anchor": 6, "n_query": 4}
+TINY_EPOCHS = (1, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_sequences():
+    return make_image_sequences(n_sequences=2, n_frames=16, size=12, seed=3, supersample=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_postures():
+    return make_postures(n_sequences=2, n_frames=16, size=12, seed=3)
+
+
+def split_parts(data, mode="interpolation"):
+    train_idx, test_idx = data.split(mode)
+    return data.subset(train_idx), data.subset(test_idx)
+
+
+def test_nearest_anchor_picks_the_nearest_input_of_the_same_sequence(rng):
+    X = np.array([[0.0], [1.0], [10.0], [0.5]])
+    Y = rng.random((4, 3, 3))
+    groups = np.array([0, 0, 1, 1])
+    model = NearestAnchor().fit(X, Y, groups)
+    predicted = model.predict(np.array([[0.4], [0.6], [0.6], [9.0]]), np.array([0, 0, 1, 1]))
+    # 0.6 is nearest to 0.5 overall, but 0.5 is in sequence 1; in sequence 0 it is 1.0.
+    np.testing.assert_array_equal(predicted, Y[[0, 1, 3, 2]])
+
+
+def test_nearest_anchor_returns_exact_training_images(tiny_postures):
+    train, test = split_parts(tiny_postures)
+    model = NearestAnchor().fit(train.X, train.Y, train.groups)
+    np.testing.assert_array_equal(model.predict(train.X, train.groups), train.Y)
+    predicted = model.predict(test.X, test.groups)
+    assert predicted.shape == test.Y.shape
+    for image, group in zip(predicted, test.groups):
+        same_group = train.Y[train.groups == group]
+        assert any(np.array_equal(image, candidate) for candidate in same_group)
+
+
+def test_prediction_for_an_unseen_sequence_names_the_problem(tiny_sequences):
+    train, _ = split_parts(tiny_sequences)
+    model = NearestAnchor().fit(train.X, train.Y, train.groups)
+    with pytest.raises(DataError, match="sequence 7 has no training examples"):
+        model.predict(train.X[:1], np.array([7]))
+
+
+def test_starting_lengthscales_span_nearest_neighbour_to_median_distance():
+    X = np.arange(5.0)[:, None]
+    # nearest distinct neighbours are all 1 apart; the 10 pairwise distances have median 2
+    np.testing.assert_allclose(starting_lengthscales(X, 3), [1.0, np.sqrt(2.0), 2.0], rtol=1e-12)
+    np.testing.assert_array_equal(starting_lengthscales(np.zeros((3, 2)), 2), [1.0, 1.0])
+
+
+def test_pixel_gp_predicts_image_shapes_per_sequence(tiny_sequences):
+    train, test = split_parts(tiny_sequences)
+    model = PixelGP().fit(train.X, train.Y, train.groups)
+    predicted = model.predict(test.X, test.groups)
+    assert predicted.shape == test.Y.shape
+    assert np.all(np.isfinite(predicted))
+    # the GP interpolates a smooth sequence far better than its mean image does
+    mean_images = np.stack([train.Y[train.groups == g].mean(axis=0) for g in test.groups])
+    assert np.mean((predicted - test.Y) ** 2) < 0.5 * np.mean((mean_images - test.Y) ** 2)
+
+
+def test_pixel_gp_predicts_a_constant_sequence_as_its_image(rng):
+    image = rng.random((4, 4))
+    X = np.linspace(0.0, 1.0, 6)[:, None]
+    model = PixelGP().fit(X, np.repeat(image[None], 6, axis=0))
+    # the mean of six equal values can differ from them in the last bit
+    np.testing.assert_allclose(model.predict(np.array([[0.3], [2.0]])), np.stack([image, image]),
+                               rtol=1e-12)
+
+
+def test_two_stage_predicts_images_and_codes(tiny_postures):
+    train, test = split_parts(tiny_postures, "extrapolation")
+    model = TwoStage(latent_dim=3, hidden=(16,), epochs=2, batch_size=16)
+    model.fit(train.X, train.Y, train.groups)
+    predicted = model.predict(test.X, test.groups)
+    assert predicted.shape == test.Y.shape
+    assert np.all((predicted >= 0) & (predicted <= 1))
+    mean, variance = model.predict_latent(test.X, test.groups)
+    assert mean.shape == (test.n, 3) and variance.shape == (test.n,)
+    assert np.all(variance >= 0)
+    assert model.history_["epoch"] == [1, 2]
+
+
+def test_two_stage_is_bit_identical_for_a_seed(tiny_sequences):
+    train, test = split_parts(tiny_sequences)
+    first, second = (TwoStage(latent_dim=2, hidden=(8,), epochs=2, batch_size=16, seed=5)
+                     .fit(train.X, train.Y, train.groups).predict(test.X, test.groups)
+                     for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_dense_inputs_interpolate_each_column_over_t():
+    t = np.array([0.0, 1.0, 0.5])
+    X = np.column_stack([t, 2.0 * t + 1.0])
+    t_dense, X_dense = _dense_inputs(X, t, 5)
+    np.testing.assert_allclose(t_dense, [0.0, 0.25, 0.5, 0.75, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(X_dense, np.column_stack([t_dense, 2.0 * t_dense + 1.0]), rtol=1e-12)
+
+
+def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences, tmp_path):
+    out_dir = tmp_path / "run"
+    result = run_experiment(tiny_sequences, "interpolation", epochs=TINY_EPOCHS, out_dir=out_dir,
+                            progress=False, settings=TINY_SETTINGS)
+    assert list(result["methods"]) == list(METHODS)
+    for scores in result["methods"].values():
+        assert set(scores) == {"mse", "psnr", "ssim", "fit_seconds", "predict_seconds"}
+        assert scores["mse"] >= 0 and -1 <= scores["ssim"] <= 1
+    expected = {"report.md", "metrics.json", "comparison.png", "latent_trajectory.png",
+                "var_loss.png", "two_stage_loss.png", "var_checkpoint.npz"}
+    assert {path.name for path in out_dir.iterdir()} == expected
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+    for png in out_dir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = json.loads((out_dir / "metrics.json").read_text())
+    assert written["methods"] == result["methods"]
+    assert written["n_test"] == result["n_test"] == 6
+    report = (out_dir / "report.md").read_text()
+    for name in METHODS:
+        assert f"| {name} |" in report
+    for figure in result["figures"]:
+        assert f"]({figure})" in report
+    from minivae.var import VARegressor
+
+    var = VARegressor.load(out_dir / "var_checkpoint.npz")
+    test = tiny_sequences.subset(tiny_sequences.split("interpolation")[1])
+    assert var.predict(test.X, test.groups).shape == test.Y.shape
+
+
+def test_a_failure_mid_run_leaves_no_half_written_files(tiny_sequences, tmp_path, monkeypatch):
+    def broken_plot_history(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "plot_history", broken_plot_history)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_experiment(tiny_sequences, methods=("nearest_anchor", "two_stage"),
+                       epochs=TINY_EPOCHS, out_dir=tmp_path / "fresh", progress=False,
+                       settings=TINY_SETTINGS)
+    assert list(tmp_path.iterdir()) == []
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "report.md").write_text("the previous run")
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_experiment(tiny_sequences, methods=("nearest_anchor", "two_stage"),
+                       epochs=TINY_EPOCHS, out_dir=earlier, progress=False,
+                       settings=TINY_SETTINGS)
+    assert [path.name for path in tmp_path.iterdir()] == ["earlier"]
+    assert [path.name for path in earlier.iterdir()] == ["report.md"]
+    assert (earlier / "report.md").read_text() == "the previous run"
+
+
+def test_a_finished_run_replaces_an_earlier_folder(tiny_sequences, tmp_path):
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "stale.txt").write_text("from an earlier run")
+    run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=out_dir, progress=False)
+    assert {path.name for path in out_dir.iterdir()} == {"report.md", "metrics.json",
+                                                         "comparison.png"}
+    assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"methods": ("nearest_anchor", "magic")}, "unknown \\['magic'\\]"),
+        ({"epochs": (1, 2)}, "three non-negative integers"),
+        ({"settings": {"latent": 3}}, "unknown settings \\['latent'\\]"),
+        ({"mode": "sideways"}, "mode='sideways' is not known"),
+    ],
+)
+def test_run_experiment_rejects_bad_arguments(tiny_sequences, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        run_experiment(tiny_sequences, progress=False, **arguments)
+
+
+def test_out_dir_that_is_a_file_is_refused_before_training(tiny_sequences, tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("")
+    with pytest.raises(DataError, match="exists and is a file"):
+        run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=path, progress=False)
+
+
+def test_compare_seeds_summarises_each_metric_over_seeds(tiny_sequences, tmp_path):
+    comparison = compare_seeds(tiny_sequences, "interpolation", seeds=(0, 1),
+                               methods=("nearest_anchor", "two_stage"), epochs=(1, 1, 0),
+                               settings=TINY_SETTINGS, out_dir=tmp_path, progress=False)
+    assert comparison["seeds"] == [0, 1] and len(comparison["runs"]) == 2
+    values = [run["methods"]["two_stage"]["psnr"] for run in comparison["runs"]]
+    summary = comparison["summary"]["two_stage"]["psnr"]
+    assert summary["values"] == values
+    assert summary["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+    assert summary["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+    assert comparison["summary"]["nearest_anchor"]["psnr"]["std"] == 0.0  # no randomness
+    assert {path.name for path in tmp_path.iterdir()} == {"seed0", "seed1", "summary.json",
+                                                          "summary.md"}
+    assert "| two_stage |" in (tmp_path / "summary.md").read_text()
+
+
+def test_train_var_cli_reads_a_folder_and_writes_var_only(tmp_path):
+    from PIL import Image
+
+    data = make_image_sequences(n_sequences=1, n_frames=16, size=12, seed=1, supersample=1)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rows = ["file,t"]
+    for index, (image, t) in enumerate(zip(data.Y, data.t)):
+        Image.fromarray(np.round(255 * image).astype(np.uint8)).save(folder / f"{index:02d}.png")
+        rows.append(f"{index:02d}.png,{t!r}")
+    (folder / "inputs.csv").write_text("\n".join(rows) + "\n")
+    result = train_var_cli(data=str(folder), out_dir=tmp_path / "out", epochs=(1, 1, 1),
+                           latent=2, seed=0, progress=False)
+    assert list(result["methods"]) == ["var"]
+    assert result["settings"]["latent_dim"] == 2 and result["data"] == "frames"
+    assert (tmp_path / "out" / "var_checkpoint.npz").is_file()
+
+
+def test_train_var_cli_names_an_unknown_data_set(tmp_path):
+    with pytest.raises(DataError, match="neither 'sequences', 'postures' nor a folder"):
+        train_var_cli(data=str(tmp_path / "missing"), out_dir=tmp_path / "out", progress=False)
+
+
+def test_limited_threads_caps_numba_and_restores_it():
+    before = numba.get_num_threads()
+    with limited_threads(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive integer or None"):
+        with limited_threads(0):
+            pass
+
+
+def test_baselines_treat_missing_groups_as_one_sequence():
+    t = np.linspace(0.0, 1.0, 9)
+    images = np.stack([np.full((7, 7), value) for value in t])
+    train, query = np.arange(0, 9, 2), np.arange(1, 9, 2)
+    nearest = NearestAnchor().fit(t[train, None], images[train]).predict(t[query, None])
+    smooth = PixelGP().fit(t[train, None], images[train]).predict(t[query, None])
+    assert nearest.shape == smooth.shape == (4, 7, 7)
+    # a ramp of constant images is what a smooth GP interpolates well and a lookup cannot
+    assert np.mean((smooth - images[query]) ** 2) < 0.1 * np.mean((nearest - images[query]) ** 2)
