@@ -204,6 +204,10 @@ CPU_TILE = 128
 #: product per tile (BLAS), ||x||^2 + ||y||^2 - 2 x.y, instead of summing differences
 #: (measured crossover between d = 8 and d = 16).
 GEMM_MIN_D = 12
+#: The product route's rounding leaves an absolute error of a few eps (|x|^2 + |y|^2) in
+#: r^2, which is a relative error of the same size in K: tiles whose scaled, shifted points
+#: have |x|^2 + |y|^2 above this sum differences instead (error below ~1e-13 otherwise).
+GEMM_MAX_SQNORM = 256.0
 
 _LOG2E = 1.4426950408889634
 # ln 2 split in two (Cody & Waite): k * _LN2_HI is exact for |k| < 2^20
@@ -257,16 +261,17 @@ def _fix_underflow(arg, out, count):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg):
-    """``arg[a * bj + b] = -0.5 |x_(i0+a) - y_(j0+b)|^2`` for one tile (scaled points).
+def _tile_arg(X, Yt, inv_ls, Xg, Yg, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg):
+    """``arg[a * bj + b] = -0.5 sum_k ((x_(i0+a)k - y_(j0+b)k) / l_k)^2`` for one tile.
 
-    Summed differences (exact to rounding), or for many columns one matrix product:
-    ``|x|^2 + |y|^2 - 2 x.y`` clamped at 0 (points shifted first; see _scaled_points).
+    Summed differences ``(x_k - y_k) / l_k`` of the points X and Y^T as given (each term
+    exact to rounding), or with ``use_gemm`` one matrix product of the shifted, scaled
+    points Xg and Yg: ``|x|^2 + |y|^2 - 2 x.y`` clamped at 0 (see _scaled_points).
     """
     d = X.shape[1]
     if use_gemm:
         gram = arg[: bi * bj].reshape((bi, bj))
-        np.dot(X[i0 : i0 + bi], Y[j0 : j0 + bj].T, gram)
+        np.dot(Xg[i0 : i0 + bi], Yg[j0 : j0 + bj].T, gram)
         for a in range(bi):
             sa = sqnorm_x[i0 + a]
             row = arg[a * bj : (a + 1) * bj]
@@ -279,9 +284,10 @@ def _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg):
             row[b] = 0.0
         for k in range(d):
             xa = X[i0 + a, k]
+            inv_l = inv_ls[k]
             yk = Yt[k, j0 : j0 + bj]
             for b in range(bj):
-                diff = xa - yk[b]
+                diff = (xa - yk[b]) * inv_l
                 row[b] += diff * diff
         for b in range(bj):
             row[b] *= -0.5
@@ -317,12 +323,13 @@ def _weighted_sq_diff(x, y, weight, count):
 
 @numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
 def _matrix_tiles(
-    X, Yt, Y, sqnorm_x, sqnorm_y, amp_x, amp_y, variance, tile_i, tile_j, may_underflow,
-    symmetric, use_gemm, out,
+    X, Yt, inv_ls, Xg, Yg, sqnorm_x, sqnorm_y, amp_x, amp_y, variance, tile_i, tile_j,
+    may_underflow, symmetric, use_gemm, out,
 ):
     """Fill ``out`` tile by tile; with ``symmetric`` only tiles on and below the diagonal
-    are computed, and each is written twice (in place and mirrored)."""
-    n, m = X.shape[0], Y.shape[0]
+    are computed, and each is written twice (in place and mirrored). ``use_gemm[t]`` picks
+    tile t's route to the squared distances."""
+    n, m = X.shape[0], Yt.shape[1]
     size = CPU_TILE * CPU_TILE
     for t in numba.prange(tile_i.shape[0]):
         i0 = tile_i[t] * CPU_TILE
@@ -332,7 +339,7 @@ def _matrix_tiles(
         arg = np.empty(size)
         kern = np.empty(size)
         scale_bits = np.empty(size, dtype=np.int64)
-        _tile_arg(X, Yt, Y, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm, arg)
+        _tile_arg(X, Yt, inv_ls, Xg, Yg, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm[t], arg)
         _exp_nonpositive(arg, kern, scale_bits, bi * bj)
         if may_underflow[t]:
             _fix_underflow(arg, kern, bi * bj)
@@ -343,13 +350,16 @@ def _matrix_tiles(
             row = kern[a * bj : (a + 1) * bj]
             width = a + 1 if diagonal else bj
             for b in range(width):
-                row[b] = (variance * row[b]) * (amp_a * amp_y[j0 + b])
-            for b in range(width):
-                out[i0 + a, j0 + b] = row[b]
+                value = (variance * row[b]) * (amp_a * amp_y[j0 + b])
+                row[b] = value
+                out[i0 + a, j0 + b] = value
         if symmetric:
-            for b in range(bj):
-                for a in range(b + 1 if diagonal else 0, bi):
-                    out[j0 + b, i0 + a] = kern[a * bj + b]
+            # the mirror image, 8 tile columns (one cache line of each tile row) at a time
+            for b0 in range(0, bj, 8):
+                for a in range(bi):
+                    for b in range(b0, min(b0 + 8, bj)):
+                        if a > b or not diagonal:
+                            out[j0 + b, i0 + a] = kern[a * bj + b]
 
 
 @numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
@@ -365,6 +375,7 @@ def _contract_tiles(
     """
     n, d = X.shape
     size = CPU_TILE * CPU_TILE
+    ones = np.ones(max(n, d))
     for t in numba.prange(tile_i.shape[0]):
         i0 = tile_i[t] * CPU_TILE
         j0 = tile_j[t] * CPU_TILE
@@ -375,7 +386,7 @@ def _contract_tiles(
         scale_bits = np.empty(size, dtype=np.int64)
         weighted = np.empty(CPU_TILE)
         weighted_amp = np.empty(CPU_TILE)
-        _tile_arg(X, Xt, X, X[:, 0], X[:, 0], i0, j0, bi, bj, False, arg)
+        _tile_arg(X, Xt, ones, X, X, ones, ones, i0, j0, bi, bj, False, arg)
         _exp_nonpositive(arg, kern, scale_bits, bi * bj)
         if may_underflow[t]:
             _fix_underflow(arg, kern, bi * bj)
@@ -400,8 +411,9 @@ def _scaled_points(X, Y, ls):
     """Points shifted by X's first row and divided by the lengthscales, as float64.
 
     Distances do not change under a shift; this one keeps |x| small for the matrix-product
-    route, and x - x_0 is exact (Sterbenz) whenever the points sit far from the origin
-    compared with their spread, which is when rounding in a shift would matter.
+    route (and bounds |x_i - y_j| <= |x_i| + |y_j| for the underflow check). The shift's
+    own rounding, eps |x - x_0| per coordinate, is why rbf_matrix's summed-difference
+    route works on the points as given instead.
     """
     shift = X[0].astype(np.float64)
     Xs = np.ascontiguousarray((X - shift) / ls, dtype=np.float64)
@@ -410,7 +422,8 @@ def _scaled_points(X, Y, ls):
 
 
 def _tiles(n, m, symmetric, norm_x, norm_y):
-    """Tile coordinates (lower triangle when symmetric) and whether a tile may underflow.
+    """Tile coordinates (lower triangle when symmetric), whether a tile may underflow, and
+    each tile's largest |x_i|^2 + |y_j|^2.
 
     |x_i - y_j| <= |x_i| + |y_j|, so a tile's exponent stays above -708 (no subnormal
     results) when the largest norms of its rows and columns add to less than sqrt(1416).
@@ -424,7 +437,8 @@ def _tiles(n, m, symmetric, norm_x, norm_y):
     max_x = np.maximum.reduceat(norm_x, np.arange(0, n, CPU_TILE))
     max_y = np.maximum.reduceat(norm_y, np.arange(0, m, CPU_TILE))
     bound = 0.5 * (max_x[tile_i] + max_y[tile_j]) ** 2 * (1 + 1e-9)
-    return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -_EXP_MIN
+    sqnorm_bound = max_x[tile_i] ** 2 + max_y[tile_j] ** 2
+    return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -_EXP_MIN, sqnorm_bound
 
 
 def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):
@@ -439,18 +453,25 @@ def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):
     Xs, Ys = _scaled_points(X, None if symmetric else Y, ls)
     sqnorm_x = np.einsum("ij,ij->i", Xs, Xs)
     sqnorm_y = sqnorm_x if symmetric else np.einsum("ij,ij->i", Ys, Ys)
-    tile_i, tile_j, may_underflow = _tiles(n, m, symmetric, np.sqrt(sqnorm_x), np.sqrt(sqnorm_y))
+    tile_i, tile_j, may_underflow, sqnorm_bound = _tiles(
+        n, m, symmetric, np.sqrt(sqnorm_x), np.sqrt(sqnorm_y)
+    )
     amp_x = np.ones(n) if amp_x is None else amp_x.astype(np.float64)
     amp_y = np.ones(m) if amp_y is None else amp_y.astype(np.float64)
-    use_gemm = d >= GEMM_MIN_D
+    # the product route for many columns, in tiles whose points are near enough to the
+    # shift for its cancellation to stay below 1e-13 relative in K (see GEMM_MAX_SQNORM);
+    # not for one tile (no threads to keep BLAS out of; differences are as fast there)
+    use_gemm = (d >= GEMM_MIN_D and tile_i.size > 1) & (sqnorm_bound <= GEMM_MAX_SQNORM)
     args = (
-        Xs, np.ascontiguousarray(Ys.T), Ys, sqnorm_x, sqnorm_y, amp_x, amp_y, variance,
+        np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(Y.T, dtype=np.float64),
+        np.ones(d) / ls, Xs, Ys, sqnorm_x, sqnorm_y, amp_x, amp_y, variance,
         tile_i, tile_j, may_underflow, symmetric, use_gemm, out,
     )
     # tiles handed out one at a time: the triangle's rows differ in length, and a busy
     # machine can stall one thread; with BLAS inside a Numba thread, BLAS must not start
     # threads of its own
-    with numba.parallel_chunksize(1), _blas_single_thread() if use_gemm else nullcontext():
+    blas_in_threads = bool(use_gemm.any())
+    with numba.parallel_chunksize(1), _blas_single_thread() if blas_in_threads else nullcontext():
         _matrix_tiles(*args)
     return out
 
@@ -472,10 +493,10 @@ def _rbf_grad_contract_cpu(W, X, lengthscale, variance, amp):
     W, X, ls, variance, amp = _prepare_contract(W, X, lengthscale, variance, amp)
     n, d = X.shape
     if n == 0:
-        return np.zeros(ls.size + 1, dtype=X.dtype), None if amp is None else amp.copy()
+        return np.zeros(ls.size + 1, dtype=X.dtype), None if amp is None else np.zeros(0, X.dtype)
     Xs, _ = _scaled_points(X, None, ls)
     norms = np.sqrt(np.einsum("ij,ij->i", Xs, Xs))
-    tile_i, tile_j, may_underflow = _tiles(n, n, True, norms, norms)
+    tile_i, tile_j, may_underflow, _ = _tiles(n, n, True, norms, norms)
     tiles = tile_i.shape[0]
     terms = np.zeros((tiles, d + 1))
     row_damp = np.zeros((tiles, CPU_TILE))
@@ -527,7 +548,6 @@ def _cuda_kernels(dtype):
     # ``cuda`` must be a module global: the simulator swaps module globals that refer to
     # numba.cuda for its fake module, and it would miss a local name.
     global cuda
-    import numba
     from numba import cuda
 
     value_type = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
@@ -667,6 +687,8 @@ def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
     inv_ls = xp.asarray(np.ones(X.shape[1]) / ls, dtype=dtype)
     ones = xp.ones(max(n, m), dtype=dtype)
     out = xp.empty((n, m), dtype=dtype)
+    if n == 0 or m == 0:
+        return out
     matrix_kernel, _ = _cuda_kernels(dtype)
     grid = ((m + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
@@ -686,6 +708,8 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     inv_ls = xp.asarray(np.ones(d) / ls, dtype=dtype)
     dtheta = xp.zeros(d + 1, dtype=np.float64)
     damp = xp.zeros(n, dtype=np.float64)
+    if n == 0:
+        return dtheta[: ls.size + 1].astype(dtype), None if amp is None else damp.astype(dtype)
     _, contract_kernel = _cuda_kernels(dtype)
     grid = ((n + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type

@@ -67,19 +67,24 @@ class Sizes:
     contract_n: int = 3000
     contract_d: int = 8
     repeats_fast: int = 101
-    repeats_slow: int = 7
+    repeats_slow: int = 5
     warmup: int = 1
+    copy_mib: tuple = (32, 512)
 
 
 FULL = Sizes()
 QUICK = Sizes(rbf_n=1500, lml_n=1000, predict_train=1500, predict_test=1500,
-              contract_n=1000, repeats_fast=21, repeats_slow=3)
+              contract_n=1000, repeats_fast=21, repeats_slow=3, copy_mib=(32, 128))
 
 
 # ---- targets, rows and timing --------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
-    """``kind="faster"``: baseline / ours >= factor; ``kind="at_most"``: ours / baseline <= factor."""
+    """A performance target.
+
+    ``kind="faster"``: met when baseline / ours >= ``factor``; ``kind="at_most"``: met when
+    ours / baseline <= ``factor``. ``text`` is how the table states it.
+    """
 
     kind: str
     factor: float
@@ -92,7 +97,7 @@ class Target:
         return ratio >= self.factor if self.kind == "faster" else ratio <= self.factor
 
 
-FASTER_GPU = Target("faster", 1.0, "(GPU vs CPU)")
+GPU_SPEEDUP = Target("faster", 1.0, "GPU vs CPU speedup")  # how GPU rows (no target) compare
 
 
 @dataclass
@@ -112,7 +117,7 @@ class Row:
     def ratio(self) -> float | None:
         if self.skipped or self.ours_stats is None or self.baseline_stats is None:
             return None
-        target = self.target or FASTER_GPU
+        target = self.target or GPU_SPEEDUP
         return target.ratio(self.ours_stats["median"], self.baseline_stats["median"])
 
     @property
@@ -130,7 +135,7 @@ class Row:
             "unit": self.unit,
             "target": None if self.target is None else asdict(self.target),
             "ratio_definition": (
-                "baseline / ours" if (self.target or FASTER_GPU).kind == "faster"
+                "baseline / ours" if (self.target or GPU_SPEEDUP).kind == "faster"
                 else "ours / baseline"
             ),
             "ratio": self.ratio,
@@ -304,7 +309,10 @@ def _fitted_gp_pair(X, y, lengthscale, variance, noise, device="cpu"):
 
 
 def _sklearn_theta(theta):
-    """minivae's theta (log l.., log s, log noise) in scikit-learn's order (log s, log l.., log noise)."""
+    """minivae's theta (log l.., log s, log noise) in scikit-learn's order.
+
+    scikit-learn orders ``ConstantKernel * RBF + WhiteKernel`` as (log s, log l.., log noise).
+    """
     return np.concatenate([[theta[-2]], theta[:-2], [theta[-1]]])
 
 
@@ -321,7 +329,8 @@ def _gp_lml_group(sizes: Sizes) -> Group:
     case = f"GP LML+grad ARD n={n} d={d}"
     ours_label = "GPRegressor.log_marginal_likelihood(theta, eval_gradient=True)"
     sklearn_label = "GaussianProcessRegressor.log_marginal_likelihood(theta, eval_gradient=True)"
-    rows = [(Row(f"{case} time", ours_label, sklearn_label, Target("faster", 3.0, ">= 3x faster")),
+    rows = [(Row(f"{case} time", ours_label, sklearn_label,
+                 Target("faster", 3.0, ">= 3x faster")),
              "ours", "sklearn")]
     memory_rows = [(Row(f"{case} peak memory", ours_label, sklearn_label,
                         Target("at_most", 0.2, "<= 1/5 its peak"), unit="B"),
@@ -339,7 +348,8 @@ def _gp_predict_group(sizes: Sizes) -> Group:
         "ours": (lambda: ours.predict(X_test, return_std=True), wall_timer),
         "sklearn": (lambda: theirs.predict(X_test, return_std=True), wall_timer),
     }
-    rows = [(Row(f"GP predict mean+std {n} train {m} test", "GPRegressor.predict(return_std=True)",
+    rows = [(Row(f"GP predict mean+std {n} train {m} test",
+                 "GPRegressor.predict(return_std=True)",
                  "GaussianProcessRegressor.predict(return_std=True)",
                  Target("faster", 2.0, ">= 2x faster")),
              "ours", "sklearn")]
@@ -449,7 +459,8 @@ def _vae_group(sizes: Sizes) -> Group:
                     f"PyTorch CPU autograd + torch.optim.Adam (torch=={TORCH_VERSION})",
                     Target("faster", 2.0, ">= 2x faster"))
     if torch is None:
-        torch_row.skipped = f'torch is not installed (pip install -e ".[peers]" for torch=={TORCH_VERSION})'
+        torch_row.skipped = ("torch is not installed "
+                             f'(pip install -e ".[peers]" for torch=={TORCH_VERSION})')
     else:
         calls["torch"] = (_torch_vae_step_fn(torch, sizes, data), wall_timer)
         torch_row.baseline = (f"PyTorch {torch.__version__} CPU autograd + torch.optim.Adam, "
@@ -521,7 +532,8 @@ def _adam_group(sizes: Sizes) -> Group:
         "numpy": (_adam_fn("reference", np.asarray, n), wall_timer),
     }
     rows = [(Row(f"Adam step {n:,} f32", "adam_step(impl='cpu')",
-                 "the plain NumPy update (impl='reference')", Target("faster", 3.0, ">= 3x faster")),
+                 "the plain NumPy update (impl='reference')",
+                 Target("faster", 3.0, ">= 3x faster")),
              "ours", "numpy")]
     return Group(f"Adam step over {n:,} float32 parameters", calls, rows, sizes.repeats_fast)
 
@@ -552,8 +564,8 @@ def gpu_groups(backend: Backend, sizes: Sizes, timer: Callable) -> list:
     cpu = get_backend("cpu")
     dev = backend.asarray
 
-    def rbf_matrix_group():
-        n, d = sizes.rbf_n, max(sizes.rbf_dims)
+    def rbf_matrix_group(d):
+        n = sizes.rbf_n
         X = np.random.default_rng(d).standard_normal((n, d))
         X_dev, lengthscale = dev(X), float(np.sqrt(d))
         calls = {"gpu": (lambda: rbf_matrix(X_dev, None, lengthscale, impl="cuda"), timer),
@@ -602,14 +614,18 @@ def gpu_groups(backend: Backend, sizes: Sizes, timer: Callable) -> list:
                                     device=name).fit(X, y)
                   for name in (backend.name, "cpu")}
         gpu_model, cpu_model = models[backend.name], models["cpu"]
-        calls = {"gpu": (lambda: gpu_model.log_marginal_likelihood(gpu_model.theta_, True), timer),
-                 "cpu": (lambda: cpu_model.log_marginal_likelihood(cpu_model.theta_, True),
-                         wall_timer)}
+        calls = {
+            "gpu": (lambda: gpu_model.log_marginal_likelihood(gpu_model.theta_, True), timer),
+            "cpu": (lambda: cpu_model.log_marginal_likelihood(cpu_model.theta_, True),
+                    wall_timer),
+        }
         return _gpu_group(f"GP LML+grad ARD n={n} d={d}", calls, sizes)
 
-    return [("rbf_matrix", rbf_matrix_group), ("rbf_grad_contract", rbf_contract_group),
-            ("reparam", reparam_group), ("adam", adam_group), ("VAE step", vae_group),
-            ("GP LML + gradient", gp_lml_group)]
+    builders = [(f"rbf_matrix d={d}", lambda d=d: rbf_matrix_group(d))
+                for d in sizes.rbf_dims]
+    return builders + [("rbf_grad_contract", rbf_contract_group), ("reparam", reparam_group),
+                       ("adam", adam_group), ("VAE step", vae_group),
+                       ("GP LML + gradient", gp_lml_group)]
 
 
 def _gpu_group(case: str, calls: dict, sizes: Sizes) -> Group:
@@ -619,6 +635,23 @@ def _gpu_group(case: str, calls: dict, sizes: Sizes) -> Group:
 
 
 # ---- the machine ---------------------------------------------------------------------------
+def copy_bandwidth(mib: int, repeats: int = 5) -> dict:
+    """A STREAM-like copy with NumPy: ``np.copyto`` between two arrays of ``mib`` MiB.
+
+    Returns the median seconds and the bandwidth in GB/s counting STREAM's way, the bytes
+    read plus the bytes written (2 x size; the write-allocate traffic is not counted).
+    NumPy's copy runs on one thread.
+    """
+    source = np.ones(mib * 2**20 // 8)
+    destination = np.zeros_like(source)
+    stats = time_interleaved({"copy": (lambda: np.copyto(destination, source), wall_timer)},
+                             repeats)["copy"]
+    moved = 2 * source.nbytes
+    return {"array_mib": mib, "bytes_moved": moved, "median_s": stats["median"],
+            "min_s": stats["min"], "gb_per_s_median": moved / stats["median"] / 1e9,
+            "gb_per_s_best": moved / stats["min"] / 1e9}
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -658,7 +691,8 @@ def machine_info() -> dict:
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus_usable": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else os.cpu_count()),
         "platform": platform.platform(),
         "versions": versions,
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
@@ -688,6 +722,10 @@ def format_machine(info: dict) -> str:
         f"BLAS: {blas or 'none found by threadpoolctl'}",
         f"env: {env}",
     ]
+    for copy in info.get("copy_bandwidth", []):
+        lines.append(f"NumPy copy of {copy['array_mib']} MiB (1 thread, read + write): "
+                     f"median {copy['gb_per_s_median']:.1f} GB/s, "
+                     f"best {copy['gb_per_s_best']:.1f} GB/s")
     if load:
         lines.append(f"load average (1/5/15 min) at start: {load['start']}, at end: {load['end']}")
     return "\n".join(lines)
@@ -706,7 +744,7 @@ def _format_value(value: float, unit: str) -> str:
 def _format_ratio(row: Row) -> str:
     """"4.10x faster" / "1.52x slower" for speed targets, "0.31x its peak" for at-most ones."""
     ratio = row.ratio
-    if (row.target or FASTER_GPU).kind == "faster":
+    if (row.target or GPU_SPEEDUP).kind == "faster":
         return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
     return f"{ratio:.2f}x its {'peak' if row.unit == 'B' else 'time'}"
 
@@ -825,6 +863,7 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out) 
     started = time.perf_counter()
     rows = _run_groups(builders, sizes.warmup)
     info = machine_info()
+    info["copy_bandwidth"] = [copy_bandwidth(mib) for mib in sizes.copy_mib]
     info["load_average"] = {"start": [round(x, 2) for x in load_start],
                             "end": [round(x, 2) for x in os.getloadavg()]}
     info["device_name"] = device_name

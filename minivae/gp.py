@@ -56,6 +56,12 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # Rows per block when a triangle is copied onto the other in place (bounds the temporary).
 _TRIANGLE_BLOCK = 256
 
+# Below this size K^-1 comes from potrs with the identity instead of the in-place potri:
+# OpenBLAS runs potri's triangular product (lauum) threaded even for tiny matrices, and
+# the thread hand-offs then cost milliseconds (measured: 10 us to 47 ms at n = 12 on a
+# busy 2-core machine), while the n x n identity it saves is small here.
+_POTRI_MIN_N = 256
+
 
 class JitterWarning(UserWarning):
     """A Cholesky factorisation succeeded only after jitter was added to the diagonal."""
@@ -260,21 +266,25 @@ def _add_to_diagonal(A, value, xp) -> None:
 def _lml_weight_matrix(L, alpha, backend):
     """``W = alpha alpha^T - t K^-1`` from the Cholesky factor; destroys ``L`` on the host.
 
-    On the host ``K^-1`` is formed in the memory of ``L`` (LAPACK ``potri``) and
-    ``alpha alpha^T`` is added to it there (BLAS ``syrk``), so W costs no new n x n array.
+    On the host ``K^-1`` is formed in the memory of ``L`` (LAPACK ``potri``; below
+    ``_POTRI_MIN_N`` rows ``potrs`` on the identity) and ``alpha alpha^T`` is added to it
+    there (BLAS ``syrk``), so for large n W costs no new n x n array.
     """
     t = alpha.shape[1]
+    n = L.shape[0]
     if backend.xp is not np:
-        n = L.shape[0]
         K_inv = backend.cho_solve(L, backend.xp.eye(n, dtype=L.dtype))
         return alpha @ alpha.T - t * K_inv
     from scipy.linalg import get_blas_funcs, get_lapack_funcs
 
-    (potri,) = get_lapack_funcs(("potri",), (L,))
+    (potri, potrs) = get_lapack_funcs(("potri", "potrs"), (L,))
     (syrk,) = get_blas_funcs(("syrk",), (L,))
-    K_inv, info = potri(L, lower=1, overwrite_c=1)
+    if n < _POTRI_MIN_N:
+        K_inv, info = potrs(L, np.eye(n, dtype=L.dtype, order="F"), lower=1, overwrite_b=1)
+    else:
+        K_inv, info = potri(L, lower=1, overwrite_c=1)
     if info != 0:  # pragma: no cover - L came from a successful potrf
-        raise NotPositiveDefiniteError(f"LAPACK potri failed (info={info})")
+        raise NotPositiveDefiniteError(f"LAPACK potri/potrs failed (info={info})")
     W = syrk(1.0, alpha, beta=-float(t), c=K_inv, lower=1, overwrite_c=1)
     _mirror_lower_to_upper(W)
     return W
@@ -436,13 +446,13 @@ def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, bac
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
     X_train, Z, X_test = (xp.asarray(a) for a in (X_train, Z, X_test))
+    amp_train, amp_test = (None if a is None else xp.asarray(a) for a in (amp_train, amp_test))
     _check_posterior_shapes(X_train, Z, X_test, amp_train, amp_test)
     lengthscale, variance, noise = unpack_theta(theta, X_train.shape[1])
-    use_amp = amp_train is not None or amp_test is not None
-    if use_amp:
+    if amp_train is not None or amp_test is not None:
         dtype = X_train.dtype
-        amp_x = xp.ones(X_train.shape[0], dtype) if amp_train is None else xp.asarray(amp_train)
-        amp_s = xp.ones(X_test.shape[0], dtype) if amp_test is None else xp.asarray(amp_test)
+        amp_x = xp.ones(X_train.shape[0], dtype) if amp_train is None else amp_train
+        amp_s = xp.ones(X_test.shape[0], dtype) if amp_test is None else amp_test
     else:
         amp_x = amp_s = None
     impl = _kernel_impl(backend)
@@ -456,7 +466,9 @@ def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, bac
         "backend": backend,
         "X_train": X_train,
         "X_test": X_test,
-        "theta": np.asarray(theta, dtype=np.float64),
+        "lengthscale": lengthscale,
+        "variance": variance,
+        "noise": noise,
         "amp_train": amp_x,
         "amp_test": amp_s,
         "has_amp_train": amp_train is not None,
@@ -526,7 +538,7 @@ def posterior_mean_backward(dmean, cache):
     xp = backend.xp
     alpha, K_star, L = cache["alpha"], cache["K_star"], cache["L"]
     X_train, X_test = cache["X_train"], cache["X_test"]
-    lengthscale, variance, noise = unpack_theta(cache["theta"], X_train.shape[1])
+    lengthscale, variance, noise = cache["lengthscale"], cache["variance"], cache["noise"]
     n_train = X_train.shape[0]
     dmean = xp.asarray(dmean)
     dalpha = K_star.T @ dmean

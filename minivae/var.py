@@ -194,6 +194,30 @@ def _nearest_distinct_distances(X, block_rows=512) -> np.ndarray:
     return nearest[np.isfinite(nearest)]
 
 
+def _check_episodes(episodes, n: int) -> list:
+    """Episodes as (anchor_rows, query_rows) int64 arrays, each non-empty and in range(n)."""
+    checked = []
+    for e, (anchors, queries) in enumerate(episodes):
+        anchors = np.asarray(anchors, dtype=np.int64).reshape(-1)
+        queries = np.asarray(queries, dtype=np.int64).reshape(-1)
+        if anchors.size == 0 or queries.size == 0:
+            raise DataError(
+                f"episode {e} has {anchors.size} anchors and {queries.size} queries; each "
+                "needs at least one of both"
+            )
+        rows = np.concatenate([anchors, queries])
+        outside = rows[(rows < 0) | (rows >= n)]
+        if outside.size:
+            raise DataError(
+                f"episode {e} indexes row {int(outside[0])}, outside the {n} rows of X and Y; "
+                f"use row indices 0..{n - 1}"
+            )
+        checked.append((anchors, queries))
+    if not checked:
+        raise DataError("episodes is empty; pass at least one (anchor_rows, query_rows) pair")
+    return checked
+
+
 # ---- the model ------------------------------------------------------------------------------
 
 
@@ -277,7 +301,7 @@ class VARegressor:
             raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
-        epochs = tuple(epochs)
+        epochs = tuple(epochs) if isinstance(epochs, (tuple, list)) else (epochs,)
         if len(epochs) != 3 or not all(_is_int(e) and e >= 0 for e in epochs):
             raise ValueError(
                 f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
@@ -653,6 +677,8 @@ class VARegressor:
     def loss_and_grads(self, X, Y, episodes, eps=None):
         """The joint VAR loss of given episodes and its gradient (for tests and learners).
 
+        Derivation: docs/derivations.md, "Variational Autoencoded Regression".
+
         Parameters
         ----------
         X : (n, p) array
@@ -675,14 +701,15 @@ class VARegressor:
         X = self._to_device(_check_inputs(X, "X", self.n_features_))
         Y = _check_images(Y, self.likelihood, self.image_shape_)
         Y = self._to_device(Y.reshape(Y.shape[0], -1))
-        episodes = [(np.asarray(a, dtype=np.int64), np.asarray(q, dtype=np.int64))
-                    for a, q in episodes]
+        episodes = _check_episodes(episodes, X.shape[0])
         n_anchors = sum(anchors.size for anchors, _ in episodes)
         eps = self._anchor_noise(n_anchors) if eps is None else self._check_eps(eps, n_anchors)
         return self._joint_loss_and_grads_device(X, Y, episodes, eps)
 
     def elbo_loss_and_grads(self, Y, eps=None):
         """Mean negative ELBO of images ``Y`` (the pre-training loss) and its gradient.
+
+        Derivation: docs/derivations.md, "The whole chain" (the VAE's).
 
         Parameters
         ----------

@@ -6,6 +6,8 @@ is complete and consistent with itself, and that the GPU path fails with the bac
 message where no GPU is usable.
 """
 
+import contextlib
+import io
 import json
 import math
 
@@ -20,7 +22,7 @@ TINY = {
     "rbf_n": 24, "rbf_dims": (2, 5), "lml_n": 20, "lml_d": 3, "predict_train": 20,
     "predict_test": 11, "predict_d": 3, "vae_layers": (12, 6, 2), "vae_batch": 5,
     "reparam_shape": (7, 3), "adam_params": 33, "contract_n": 9, "contract_d": 2,
-    "repeats_fast": 3, "repeats_slow": 2, "warmup": 1,
+    "repeats_fast": 3, "repeats_slow": 2, "warmup": 1, "copy_mib": (1,),
 }
 TINY_SIM = {**TINY, "rbf_n": 6, "rbf_dims": (2,), "lml_n": 6, "lml_d": 2, "contract_n": 5,
             "vae_layers": (5, 3, 2), "vae_batch": 3, "reparam_shape": (3, 2),
@@ -42,11 +44,19 @@ CPU_CASES = [
 TORCH_CASE = "VAE step 12-6-2 b=5 f32 vs torch CPU"
 
 
-def _run_tiny(tmp_path, capsys):
-    out = tmp_path / "sub" / "bench.json"
-    status = bench.main(quick=True, out=str(out), sizes=TINY)
-    printed = capsys.readouterr().out
-    return status, json.loads(out.read_text()), printed
+def _run_tiny(folder):
+    """``bench.main`` on the TINY sizes: (status, the JSON, what it printed)."""
+    out = folder / "sub" / "bench.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = bench.main(quick=True, out=str(out), sizes=TINY)
+    return status, json.loads(out.read_text()), printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny run shared by the tests that only read its output."""
+    return _run_tiny(tmp_path_factory.mktemp("bench"))
 
 
 def _check_measured_row(row, repeats):
@@ -70,8 +80,8 @@ def _check_measured_row(row, repeats):
         assert row["met"] == (row["ratio"] <= target["factor"])
 
 
-def test_tiny_run_writes_every_row(tmp_path, capsys):
-    status, result, printed = _run_tiny(tmp_path, capsys)
+def test_tiny_run_writes_every_row(tiny_run):
+    status, result, printed = tiny_run
     assert status == 0
     assert result["mode"] == "custom" and result["device"] == "cpu"
     assert [row["case"] for row in result["rows"]] == CPU_CASES
@@ -92,8 +102,8 @@ def test_tiny_run_writes_every_row(tmp_path, capsys):
     assert "CUSTOM sizes" in printed and "wrote" in printed
 
 
-def test_json_records_machine_and_blas(tmp_path, capsys):
-    _, result, printed = _run_tiny(tmp_path, capsys)
+def test_json_records_machine_and_blas(tiny_run):
+    _, result, printed = tiny_run
     machine = result["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"]
     assert machine["versions"]["numpy"] == np.__version__
@@ -103,12 +113,15 @@ def test_json_records_machine_and_blas(tmp_path, capsys):
     assert all("num_threads" in pool and "prefix" in pool for pool in blas)
     assert len(machine["load_average"]["start"]) == 3
     assert result["sizes"]["rbf_n"] == TINY["rbf_n"]
+    (copy,) = machine["copy_bandwidth"]
+    assert copy["array_mib"] == 1 and copy["bytes_moved"] == 2 * 2**20
+    assert copy["gb_per_s_best"] >= copy["gb_per_s_median"] > 0
     assert "BLAS:" in printed and "OPENBLAS_CORETYPE=" in printed
 
 
-def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, capsys, monkeypatch):
+def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "_import_torch", lambda: None)
-    status, result, printed = _run_tiny(tmp_path, capsys)
+    status, result, printed = _run_tiny(tmp_path)
     assert status == 0
     (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
     assert "torch is not installed" in torch_row["skipped"]
@@ -117,9 +130,9 @@ def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, capsys, m
     assert "skipped:" in printed and "torch is not installed" in printed
 
 
-def test_torch_row_measured_when_torch_is_present(tmp_path, capsys):
+def test_torch_row_measured_when_torch_is_present(tiny_run):
     torch = pytest.importorskip("torch")
-    _, result, _ = _run_tiny(tmp_path, capsys)
+    _, result, _ = tiny_run
     (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
     assert torch_row["skipped"] is None
     assert torch.__version__ in torch_row["baseline"]

@@ -29,6 +29,17 @@ TINY_SETTINGS = {"latent_dim": 2, "hidden": (16,), "batch_size": 16, "n_anchor":
 TINY_EPOCHS = (1, 1, 1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread_per_pool():
+    """Run every test as run_experiment runs: one BLAS and one Numba thread.
+
+    On a few shared cores the default thread pools make these small models 20-50x slower
+    (see limited_threads); the tests would take minutes instead of seconds.
+    """
+    with limited_threads(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def tiny_sequences():
     return make_image_sequences(n_sequences=2, n_frames=16, size=12, seed=3, supersample=1)
@@ -235,7 +246,7 @@ def test_train_var_cli_reads_a_folder_and_writes_var_only(tmp_path):
     rows = ["file,t"]
     for index, (image, t) in enumerate(zip(data.Y, data.t)):
         Image.fromarray(np.round(255 * image).astype(np.uint8)).save(folder / f"{index:02d}.png")
-        rows.append(f"{index:02d}.png,{t!r}")
+        rows.append(f"{index:02d}.png,{float(t)!r}")
     (folder / "inputs.csv").write_text("\n".join(rows) + "\n")
     result = train_var_cli(data=str(folder), out_dir=tmp_path / "out", epochs=(1, 1, 1),
                            latent=2, seed=0, progress=False)
@@ -249,11 +260,14 @@ def test_train_var_cli_names_an_unknown_data_set(tmp_path):
         train_var_cli(data=str(tmp_path / "missing"), out_dir=tmp_path / "out", progress=False)
 
 
-def test_limited_threads_caps_numba_and_restores_it():
-    before = numba.get_num_threads()
-    with limited_threads(1):
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
+def test_limited_threads_sets_numba_threads_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    assert numba.get_num_threads() == 1  # the autouse fixture's limit
+    with limited_threads(2):
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        assert all(pool["num_threads"] <= 2 for pool in threadpool_info())
+    assert numba.get_num_threads() == 1
     with pytest.raises(ValueError, match="positive integer or None"):
         with limited_threads(0):
             pass

@@ -7,14 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn import gaussian_process as sk_gp
+from sklearn.gaussian_process import kernels as sk_kernels
 
 import minivae
 from minivae import gp as gp_module
 from minivae.errors import CheckpointError, DataError, NotPositiveDefiniteError
 from minivae.gp import GPRegressor, JitterWarning, cholesky_with_jitter, fit_csv, read_xy_csv
 
-sk_gp = pytest.importorskip("sklearn.gaussian_process")
-sk_kernels = pytest.importorskip("sklearn.gaussian_process.kernels")
 
 N_TRAIN, N_TEST, N_FEATURES = 25, 11, 3
 
@@ -133,6 +133,22 @@ def test_lml_gradient_matches_finite_differences(rng, ard, n_outputs):
     assert err < 1e-6, f"analytic {dtheta} vs finite differences {numeric} (rel err {err:.2e})"
 
 
+def test_lml_gradient_matches_scikit_learn_on_the_large_matrix_path(rng):
+    # From _POTRI_MIN_N rows on, K^-1 is formed in place by potri, and W is mirrored in
+    # several row blocks; 300 rows cover both (and a last, partial block).
+    n = gp_module._POTRI_MIN_N + 44
+    X, y = make_data(rng, 2, n=n, d=2)
+    lengthscale, variance, noise = hyperparameters(rng, ard=True, d=2)
+    mine = GPRegressor(lengthscale, variance, noise, ard=True, optimize=False).fit(X, y)
+    theirs = sklearn_model(lengthscale, variance, noise, optimizer=None).fit(X, y)
+    lml, dtheta = mine.log_marginal_likelihood(mine.theta_, eval_gradient=True)
+    their_lml, their_grad = theirs.log_marginal_likelihood(
+        to_sklearn_theta_order(mine.theta_), eval_gradient=True
+    )
+    np.testing.assert_allclose(lml, their_lml, rtol=1e-8)
+    np.testing.assert_allclose(dtheta, from_sklearn_theta_order(their_grad), rtol=1e-8)
+
+
 def test_module_lml_equals_model_lml(rng):
     X, y = make_data(rng, 2)
     model = GPRegressor(0.9, 1.1, 0.02, optimize=False).fit(X, y)
@@ -156,10 +172,10 @@ def test_fit_reaches_scikit_learn_lml_from_the_same_start(rng, ard):
 
 
 def test_restarts_are_seeded_and_never_worse(rng):
-    X, y = make_data(rng, 1, n=20)
+    X, y = make_data(rng, 1, n=12)
     single = GPRegressor(lengthscale=50.0, noise=1.0).fit(X, y)
-    first = GPRegressor(lengthscale=50.0, noise=1.0, n_restarts=3, seed=7).fit(X, y)
-    second = GPRegressor(lengthscale=50.0, noise=1.0, n_restarts=3, seed=7).fit(X, y)
+    first = GPRegressor(lengthscale=50.0, noise=1.0, n_restarts=2, seed=7).fit(X, y)
+    second = GPRegressor(lengthscale=50.0, noise=1.0, n_restarts=2, seed=7).fit(X, y)
     assert first.log_marginal_likelihood_value_ >= single.log_marginal_likelihood_value_
     np.testing.assert_array_equal(first.theta_, second.theta_)
 
@@ -167,7 +183,7 @@ def test_restarts_are_seeded_and_never_worse(rng):
 def test_fitted_hyperparameters_are_consistent(rng):
     X, y = make_data(rng, 1)
     model = GPRegressor(ard=True).fit(X, y)
-    np.testing.assert_array_equal(model.theta_[:-2], np.log(model.lengthscale_))
+    np.testing.assert_array_equal(model.lengthscale_, np.exp(model.theta_[:-2]))
     assert model.variance_ == np.exp(model.theta_[-2]) and model.noise_ == np.exp(model.theta_[-1])
     bounds = np.log(gp_module.DEFAULT_BOUNDS)
     assert np.all((model.theta_ >= bounds[0]) & (model.theta_ <= bounds[1]))
@@ -206,8 +222,9 @@ def test_cholesky_without_jitter_leaves_input_and_warns_nothing(rng):
 
 
 @pytest.mark.parametrize("overwrite_a", [False, True])
-def test_cholesky_of_singular_matrix_adds_jitter_and_warns(rng, overwrite_a):
-    B = rng.normal(size=(8, 3))
+@pytest.mark.parametrize("n", [8, 300])  # 300: restored in two row blocks
+def test_cholesky_of_singular_matrix_adds_jitter_and_warns(rng, overwrite_a, n):
+    B = rng.normal(size=(n, 3))
     A = B @ B.T  # rank 3: positive semi-definite, singular
     original = A.copy()
     with pytest.warns(JitterWarning, match="after adding jitter"):
@@ -217,7 +234,7 @@ def test_cholesky_of_singular_matrix_adds_jitter_and_warns(rng, overwrite_a):
     assert any(np.isclose(jitter, 10.0**k * 1e-8 * mean_diag, rtol=1e-12) for k in range(5))
     np.testing.assert_array_equal(L, np.tril(L))
     # L L^T reproduces A + jitter I: the restored matrix, not the half-overwritten one.
-    np.testing.assert_allclose(L @ L.T, original + jitter * np.eye(8), rtol=1e-10,
+    np.testing.assert_allclose(L @ L.T, original + jitter * np.eye(n), rtol=1e-10,
                                atol=1e-12 * mean_diag)  # off-diagonal entries of A can be ~0
 
 

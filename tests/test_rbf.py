@@ -111,6 +111,19 @@ def test_cpu_matrix_points_far_from_origin(rng, d):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
 
 
+def test_cpu_matrix_clusters_far_apart(rng):
+    """Two tight clusters 100 lengthscales apart, d >= GEMM_MIN_D: far from the shift the
+    product route would lose digits (|x|^2 - 2 x.y cancels), so those tiles must not use it."""
+    d = rbf.GEMM_MIN_D + 4
+    near = rng.normal(size=(rbf.CPU_TILE, d)) * 0.3
+    far = rng.normal(size=(rbf.CPU_TILE + 5, d)) * 0.3 + 100.0 / np.sqrt(d)
+    X = np.vstack([near, far])
+    got = rbf_matrix(X, None, 1.0, 1.0, impl="cpu")
+    expected = rbf_matrix_reference(X, None, 1.0, 1.0)
+    # the cross-cluster entries underflow to 0 in both; the rest must agree to rtol 1e-12
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
 # ---- rbf_grad_contract -------------------------------------------------------------------
 
 CONTRACT_SHAPES = [(1, 1), (1, 3), (7, 40), (rbf.CPU_TILE + 1, 3), (2 * rbf.CPU_TILE + 5, 2)]

@@ -280,13 +280,22 @@ def test_bad_prediction_input_raises(fitted):
         model.decode(np.zeros((4, 2)))
 
 
+def test_bad_episodes_raise(fitted):
+    model, X, Y, _ = fitted
+    with pytest.raises(DataError, match=r"episode 0 has 2 anchors and 0 queries"):
+        model.loss_and_grads(X, Y, [([0, 1], [])])
+    with pytest.raises(DataError, match=r"episode 1 indexes row 16, outside the 16 rows"):
+        model.loss_and_grads(X, Y, [([0, 1], [2]), ([3, 4], [16])])
+
+
 def test_unfitted_model_says_so():
     with pytest.raises(RuntimeError, match="not fitted yet"):
         VARegressor().predict(np.zeros((1, 1)))
 
 
-@pytest.mark.parametrize("kwargs", [dict(epochs=(1, 2)), dict(n_anchor=0), dict(noise=0.0),
-                                    dict(likelihood="poisson"), dict(lengthscale=-1.0)])
+@pytest.mark.parametrize("kwargs", [dict(epochs=(1, 2)), dict(epochs=5), dict(n_anchor=0),
+                                    dict(noise=0.0), dict(likelihood="poisson"),
+                                    dict(lengthscale=-1.0)])
 def test_bad_constructor_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         VARegressor(**kwargs)
