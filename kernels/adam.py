@@ -73,9 +73,8 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
     return tuple(cast(constant) for constant in constants)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
-def _adam_cpu_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                   one_m_beta2, eps):
+def _adam_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+               one_m_beta2, eps):
     for i in prange(param.size):
         g = grad[i]
         m_i = beta1 * m[i] + one_m_beta1 * g
@@ -85,14 +84,22 @@ def _adam_cpu_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_be
         param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
 
 
+# One loop body, two builds: below _PARALLEL_MIN_ENTRIES waking the thread pool costs more
+# than the whole update (a VAE has many small bias vectors), so those run serially.
+_PARALLEL_MIN_ENTRIES = 1 << 15
+_adam_cpu_parallel = njit(parallel=True, fastmath=False, cache=True)(_adam_flat)
+_adam_cpu_serial = njit(parallel=False, fastmath=False, cache=True)(_adam_flat)
+
+
 def adam_step_cpu(param, grad, m, v, lr, beta1, beta2, eps, t):
-    """Numba implementation of :func:`adam_step_reference`: one parallel pass over memory.
+    """Numba implementation of :func:`adam_step_reference`: one pass over memory.
 
     Each element is read once (param, grad, m, v) and written once (param, m, v); the
     bias corrections are folded into two scalars before the loop.
     """
     _check_arrays(param, grad, m, v)
-    _adam_cpu_flat(
+    kernel = _adam_cpu_parallel if param.size >= _PARALLEL_MIN_ENTRIES else _adam_cpu_serial
+    kernel(
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
         *_scalars(param.dtype, lr, beta1, beta2, eps, t),
     )

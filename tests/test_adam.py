@@ -9,7 +9,8 @@ import pytest
 from minivae.kernels import adam_step
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
-SHAPES = [(1,), (7,), (255,), (256,), (257,), (1000,), (3, 5), (17, 33), (4, 2, 9)]
+# (181, 183) = 33123 entries: above the cpu kernel's parallel threshold (2**15), odd-sized.
+SHAPES = [(1,), (7,), (255,), (256,), (257,), (1000,), (3, 5), (17, 33), (4, 2, 9), (181, 183)]
 
 
 def _state(rng, shape, dtype):
