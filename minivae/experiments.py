@@ -72,7 +72,7 @@ both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only V
 ``threads`` caps the BLAS and Numba thread pools while the experiment runs (None leaves
 them as they are; see :func:`limited_threads`)."""
 
-DEMO_EPOCHS = (40, 80, 20)
+DEMO_EPOCHS = (300, 600, 150)
 """The demo's VAR epochs, chosen so that ``minivae demo`` ends in about 2 minutes on 2 cores."""
 
 QUICK_EPOCHS = (3, 3, 2)
