@@ -584,7 +584,8 @@ def _cuda_kernels(dtype):
         i = row0 + ty
         j = col0 + tx
         if i < out.shape[0] and j < out.shape[1]:
-            out[i, j] = variance * math.exp(neg_half * r2) * amp_x[i] * amp_y[j]
+            # (s e)(a_i b_j): the same bits for (i, j) and (j, i), so K(X) is exactly symmetric
+            out[i, j] = (variance * math.exp(neg_half * r2)) * (amp_x[i] * amp_y[j])
 
     @cuda.jit
     def contract_kernel(W, X, inv_ls, variance, amp, with_amp, neg_half, zero, dtheta, damp):

@@ -7,7 +7,16 @@ Autoencoded Regression, with every gradient derived by hand and no autograd.
     >>> var = minivae.VARegressor(latent_dim=4).fit(X, images)    # doctest: +SKIP
 """
 
+import os
 from importlib import import_module
+
+# Numba's OpenMP worker threads busy-wait after every parallel region, and so do OpenBLAS's
+# after every BLAS call; on a machine with few cores the two pools then starve each other.
+# Measured on the 2-core development machine: one GP log-marginal-likelihood evaluation with
+# its gradient (n=20) followed by a BLAS product took a median 64 ms, and 2-4 ms with passive
+# waiting. libgomp reads this when Numba first starts its thread pool, which happens after
+# this import; a value the user has set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .backend import get_backend
 from .errors import (

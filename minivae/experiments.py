@@ -513,6 +513,14 @@ def _dense_inputs(X, t, n_points):
     return t_dense, X_dense
 
 
+def _numbered_across_phases(history):
+    """A copy of a multi-phase history whose epochs count on across phases (1..total).
+
+    The trainer numbers each phase's epochs from 1; a loss curve needs one axis.
+    """
+    return {**history, "epoch": list(range(1, len(history["epoch"]) + 1))}
+
+
 def _write_text(path, text):
     """Write ``text`` to ``path`` atomically (temporary file, then os.replace)."""
     path = Path(path)
@@ -608,7 +616,8 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
                                      np.sqrt(np.asarray(variance)), folder / "latent_trajectory.png")
         figures.append((f"VAR latent code over t for sequence {int(group)}: anchors' codes and the "
                         "GP mean with its 95% band (first 2 dimensions)", "latent_trajectory.png"))
-        plots.plot_history(var.history_, folder / "var_loss.png", title="VAR training loss")
+        plots.plot_history(_numbered_across_phases(var.history_), folder / "var_loss.png",
+                           title="VAR training loss")
         figures.append(("VAR training loss per epoch and phase", "var_loss.png"))
         var.save(folder / "var_checkpoint.npz")
         result["checkpoint"] = "var_checkpoint.npz"

@@ -18,6 +18,7 @@ from minivae.experiments import (
     PixelGP,
     TwoStage,
     _dense_inputs,
+    _numbered_across_phases,
     compare_seeds,
     limited_threads,
     run_experiment,
@@ -137,6 +138,15 @@ def test_dense_inputs_interpolate_each_column_over_t():
     t_dense, X_dense = _dense_inputs(X, t, 5)
     np.testing.assert_allclose(t_dense, [0.0, 0.25, 0.5, 0.75, 1.0], rtol=1e-12)
     np.testing.assert_allclose(X_dense, np.column_stack([t_dense, 2.0 * t_dense + 1.0]), rtol=1e-12)
+
+
+def test_loss_curves_number_epochs_across_phases():
+    history = {"epoch": [1, 2, 1, 1], "train_loss": [4.0, 3.0, 2.0, 1.0],
+               "phase": ["pretrain", "pretrain", "joint", "finetune"]}
+    numbered = _numbered_across_phases(history)
+    assert numbered["epoch"] == [1, 2, 3, 4]
+    assert numbered["train_loss"] == history["train_loss"] and numbered["phase"] == history["phase"]
+    assert history["epoch"] == [1, 2, 1, 1]
 
 
 def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences, tmp_path):

@@ -221,6 +221,8 @@ def test_cuda_matrix_matches_reference(rng, n, m, d, ard, with_amp, symmetric, d
     got = rbf_matrix(X, Y, lengthscale, 1.7, amp_x, amp_y, impl="cuda")
     expected = rbf_matrix_reference(X, Y, lengthscale, 1.7, amp_x, amp_y)
     assert_matches_reference(got, expected, RTOL[dtype])
+    if symmetric:
+        np.testing.assert_array_equal(got, got.T, err_msg="K(X) must be exactly symmetric")
 
 
 @pytest.mark.parametrize(
