@@ -73,22 +73,38 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
     return tuple(cast(constant) for constant in constants)
 
 
-def _adam_flat(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-               one_m_beta2, eps):
-    for i in prange(param.size):
-        g = grad[i]
-        m_i = beta1 * m[i] + one_m_beta1 * g
-        v_i = beta2 * v[i] + one_m_beta2 * g * g
-        m[i] = m_i
-        v[i] = v_i
-        param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+@njit(inline="always")
+def _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                  one_m_beta2, eps):
+    g = grad[i]
+    m_i = beta1 * m[i] + one_m_beta1 * g
+    v_i = beta2 * v[i] + one_m_beta2 * g * g
+    m[i] = m_i
+    v[i] = v_i
+    param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
 
 
-# One loop body, two builds: below _PARALLEL_MIN_ENTRIES waking the thread pool costs more
-# than the whole update (a VAE has many small bias vectors), so those run serially.
+# Two builds of one update: below _PARALLEL_MIN_ENTRIES waking the thread pool costs more
+# than the whole update (a VAE has many small bias vectors), so those run serially. They are
+# two functions, not one function compiled twice: Numba's on-disk cache keys on the function,
+# and would hand one build's machine code to the other.
 _PARALLEL_MIN_ENTRIES = 1 << 15
-_adam_cpu_parallel = njit(parallel=True, fastmath=False, cache=True)(_adam_flat)
-_adam_cpu_serial = njit(parallel=False, fastmath=False, cache=True)(_adam_flat)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _adam_cpu_parallel(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                       one_m_beta2, eps):
+    for i in prange(param.size):
+        _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                      one_m_beta2, eps)
+
+
+@njit(fastmath=False, cache=True)
+def _adam_cpu_serial(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                     one_m_beta2, eps):
+    for i in range(param.size):
+        _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                      one_m_beta2, eps)
 
 
 def adam_step_cpu(param, grad, m, v, lr, beta1, beta2, eps, t):
