@@ -7,8 +7,10 @@ choice can change a matrix product's time by 2x. Saved runs (``--benchmark-save`
 
 - ``blas``: threadpoolctl's entry for every loaded BLAS and OpenMP library (library,
   version, kernel architecture, threads, threading layer, file);
-- ``blas_env``: the OpenBLAS/OpenMP/Numba environment variables that change them;
-- ``numba_threads``.
+- ``blas_env``: the OpenBLAS/OpenMP/Numba environment variables that change them
+  (``OMP_WAIT_POLICY`` included: ``import minivae`` sets it to PASSIVE unless set);
+- ``numba_threads`` and ``numba_threading_layer`` (None when the session ran no parallel
+  Numba function before the hook; the hook runs at the end of the session), ``cpu_model``.
 
 The same BLAS summary is printed in the session header.
 """
@@ -32,4 +34,5 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["blas"] = info["blas"]
     machine_info["blas_env"] = info["env"]
     machine_info["numba_threads"] = info["numba_threads"]
+    machine_info["numba_threading_layer"] = info["numba_threading_layer"]
     machine_info["cpu_model"] = info["cpu_model"]

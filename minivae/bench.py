@@ -1,6 +1,6 @@
 """``minivae bench``: every performance target, measured as ours against its baseline.
 
-    minivae bench                  the full table (takes a minute or two on 2 cores)
+    minivae bench                  the full table (3-7 minutes on 2 cores; the GP rows take most)
     minivae bench --quick          smaller sizes, fewer repeats (a smoke run; not the targets)
     minivae bench --device gpu     GPU against CPU for every kernel and both model steps
 
@@ -66,7 +66,7 @@ class Sizes:
     adam_params: int = 1_000_000
     contract_n: int = 3000
     contract_d: int = 8
-    repeats_fast: int = 101
+    repeats_fast: int = 201
     repeats_slow: int = 5
     warmup: int = 1
     copy_mib: tuple = (32, 512)
@@ -91,9 +91,11 @@ class Target:
     text: str
 
     def ratio(self, ours: float, baseline: float) -> float:
+        """baseline / ours for "faster", ours / baseline for "at_most"."""
         return baseline / ours if self.kind == "faster" else ours / baseline
 
     def met(self, ratio: float) -> bool:
+        """Whether ``ratio`` (from :meth:`ratio`) meets the target."""
         return ratio >= self.factor if self.kind == "faster" else ratio <= self.factor
 
 
@@ -115,6 +117,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
+        """The ratio of the medians (see :class:`Target`), None when not measured."""
         if self.skipped or self.ours_stats is None or self.baseline_stats is None:
             return None
         target = self.target or GPU_SPEEDUP
@@ -122,12 +125,14 @@ class Row:
 
     @property
     def met(self) -> bool | None:
+        """Whether the target is met; None when skipped or without a target (GPU rows)."""
         ratio = self.ratio
         if ratio is None or self.target is None:
             return None
         return self.target.met(ratio)
 
     def to_json(self) -> dict:
+        """The row, its target, ratio, verdict and both sides' statistics, as plain data."""
         return {
             "case": self.case,
             "ours": self.ours,
@@ -259,6 +264,7 @@ def run_group(group: Group, warmup: int) -> list:
 
 # ---- the CPU cases -------------------------------------------------------------------------
 def _rbf_group(sizes: Sizes, d: int) -> Group:
+    """K(X, X) by the cpu kernel against scikit-learn's RBF and against np.full."""
     from sklearn.gaussian_process.kernels import RBF
 
     from .kernels import rbf_matrix
@@ -317,6 +323,7 @@ def _sklearn_theta(theta):
 
 
 def _gp_lml_group(sizes: Sizes) -> Group:
+    """LML + gradient at a fixed theta, time and peak memory, against scikit-learn."""
     n, d = sizes.lml_n, sizes.lml_d
     ours, theirs = _fitted_gp_pair(*_gp_problem(n, d, seed=0))
     theta = ours.theta_
@@ -340,6 +347,7 @@ def _gp_lml_group(sizes: Sizes) -> Group:
 
 
 def _gp_predict_group(sizes: Sizes) -> Group:
+    """Predictive mean and standard deviation against scikit-learn's."""
     n, m, d = sizes.predict_train, sizes.predict_test, sizes.predict_d
     X, y, lengthscale, variance, noise = _gp_problem(n, d, seed=1)
     ours, theirs = _fitted_gp_pair(X, y, lengthscale, variance, noise)
@@ -446,6 +454,7 @@ def _import_torch():
 
 
 def _vae_group(sizes: Sizes) -> Group:
+    """One VAE training step against PyTorch's and against its six matrix products."""
     D, H, K = sizes.vae_layers
     batch = sizes.vae_batch
     data = (np.random.default_rng(0).uniform(size=(batch, D)) > 0.7).astype(np.float32)
@@ -477,6 +486,7 @@ def _vae_group(sizes: Sizes) -> Group:
 
 
 def _reparam_inputs(xp_asarray, sizes: Sizes):
+    """``(mu, logvar, eps, dz)``, float32, one sample, put on a device by ``xp_asarray``."""
     n, k = sizes.reparam_shape
     rng = np.random.default_rng(0)
     mu, logvar = (xp_asarray(rng.standard_normal((n, k), dtype=np.float32)) for _ in range(2))
@@ -485,6 +495,7 @@ def _reparam_inputs(xp_asarray, sizes: Sizes):
 
 
 def _reparam_fn(impl: str, mu, logvar, eps, dz) -> Callable:
+    """One reparameterisation forward and backward by ``impl``."""
     from .kernels import reparam_backward, reparam_forward
 
     def forward_backward():
@@ -495,6 +506,7 @@ def _reparam_fn(impl: str, mu, logvar, eps, dz) -> Callable:
 
 
 def _reparam_group(sizes: Sizes) -> Group:
+    """The cpu kernels against the plain NumPy expressions."""
     n, k = sizes.reparam_shape
     inputs = _reparam_inputs(np.asarray, sizes)
     calls = {
@@ -526,6 +538,7 @@ def _adam_fn(impl: str, xp_asarray, n_params: int) -> Callable:
 
 
 def _adam_group(sizes: Sizes) -> Group:
+    """The fused cpu kernel against the plain NumPy update."""
     n = sizes.adam_params
     calls = {
         "ours": (_adam_fn("cpu", np.asarray, n), wall_timer),
@@ -629,6 +642,7 @@ def gpu_groups(backend: Backend, sizes: Sizes, timer: Callable) -> list:
 
 
 def _gpu_group(case: str, calls: dict, sizes: Sizes) -> Group:
+    """One GPU-against-CPU row (no target: the ratio is the GPU's speedup)."""
     row = Row(case, "impl='cuda' / device='gpu' (CUDA events)",
               "impl='cpu' / device='cpu' (perf_counter)", None)
     return Group(case, calls, [(row, "gpu", "cpu")], sizes.repeats_fast)
@@ -653,6 +667,7 @@ def copy_bandwidth(mib: int, repeats: int = 5) -> dict:
 
 
 def _cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -699,8 +714,19 @@ def machine_info() -> dict:
         "blas": blas_info(),
         "env": {name: os.environ.get(name) for name in
                 ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                 "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
+                 "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS")},
+        "numba_threading_layer": _numba_threading_layer(),
     }
+
+
+def _numba_threading_layer():
+    """The threading layer Numba's parallel loops ran on, or None before any ran."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # raised until a parallel function has been executed
+        return None
 
 
 def format_machine(info: dict) -> str:
@@ -713,11 +739,12 @@ def format_machine(info: dict) -> str:
         for pool in info["blas"] if pool.get("user_api") == "blas"
     )
     env = ", ".join(f"{name}={info['env'][name] or '(unset)'}"
-                    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+                    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY"))
     load = info.get("load_average")
     lines = [
         f"machine: {info['cpu_model']}, {info['cpu_count']} cores "
-        f"({info['cpus_usable']} usable), Numba threads {info['numba_threads']}",
+        f"({info['cpus_usable']} usable), Numba threads {info['numba_threads']} "
+        f"(threading layer {info['numba_threading_layer']})",
         f"versions: {versions}",
         f"BLAS: {blas or 'none found by threadpoolctl'}",
         f"env: {env}",
@@ -733,6 +760,7 @@ def format_machine(info: dict) -> str:
 
 # ---- table and JSON ------------------------------------------------------------------------
 def _format_value(value: float, unit: str) -> str:
+    """Seconds with a unit prefix ("12.3 ms"), or bytes in MiB."""
     if unit == "B":
         return f"{value / 2**20:.1f} MiB"
     for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
@@ -789,6 +817,7 @@ def write_json_atomic(path, obj) -> None:
 
 
 def _run_groups(builders: list, warmup: int) -> list:
+    """Build and measure each group in turn, with a progress line each; all their rows."""
     rows = []
     for index, (title, build) in enumerate(builders, start=1):
         print(f"[{index}/{len(builders)}] {title} ...", end="", flush=True)
@@ -801,6 +830,7 @@ def _run_groups(builders: list, warmup: int) -> list:
 
 
 def _resolve_sizes(quick: bool, sizes) -> tuple:
+    """``(Sizes, mode)``: the preset, or the overrides applied to it ("custom")."""
     base = QUICK if quick else FULL
     if sizes is None:
         return base, "quick" if quick else "full"
@@ -857,7 +887,9 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out) 
              "not the sizes the targets are stated for", "custom": "CUSTOM sizes"}[mode]
     print(f"minivae bench ({device}{', ' + device_name if device_name else ''}): "
           f"{len(builders)} groups, {label}."
-          + (" The full run takes a minute or two." if mode == "full" else ""), flush=True)
+          + (" The full run takes 3-7 minutes on 2 cores, most of it in the GP rows "
+             "(scikit-learn's gradient takes 5-20 s a call)." if mode == "full" else ""),
+          flush=True)
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = os.getloadavg()
     started = time.perf_counter()

@@ -73,7 +73,8 @@ both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only V
 them as they are; see :func:`limited_threads`)."""
 
 DEMO_EPOCHS = (300, 600, 150)
-"""The demo's VAR epochs, chosen so that ``minivae demo`` ends in about 2 minutes on 2 cores."""
+"""The demo's VAR epochs: ``minivae demo`` took 40 s (50 s with a cold Numba cache) on an
+idle 2-core machine and about 95 s while the machine was shared with other work."""
 
 QUICK_EPOCHS = (3, 3, 2)
 """``minivae demo --quick``: a smoke run."""
@@ -858,8 +859,9 @@ def run_demo(out_dir="runs/demo", progress=True, quick=False):
 
     Trains :data:`METHODS` on :func:`~minivae.datasets.make_image_sequences` (6
     sequences of 48 frames, 32x32), interpolation split (every 4th frame held out), seed
-    0, VAR epochs :data:`DEMO_EPOCHS` (:data:`QUICK_EPOCHS` with ``quick``), and writes
-    ``out_dir`` as :func:`run_experiment` does. About 2 minutes on two CPU cores.
+    0, VAR epochs :data:`DEMO_EPOCHS` (:data:`QUICK_EPOCHS` with ``quick``), default
+    settings, and writes ``out_dir`` as :func:`run_experiment` does. 40 s on an idle
+    2-core machine, under 2 minutes on a busy one.
 
     Parameters
     ----------

@@ -21,6 +21,7 @@ from minivae.experiments import (
     _numbered_across_phases,
     compare_seeds,
     limited_threads,
+    run_demo,
     run_experiment,
     starting_lengthscales,
     train_var_cli,
@@ -245,6 +246,15 @@ def test_compare_seeds_summarises_each_metric_over_seeds(tiny_sequences, tmp_pat
     assert {path.name for path in tmp_path.iterdir()} == {"seed0", "seed1", "summary.json",
                                                           "summary.md"}
     assert "| two_stage |" in (tmp_path / "summary.md").read_text()
+
+
+def test_quick_demo_writes_the_demo_folder(tmp_path):
+    result = run_demo(out_dir=tmp_path / "demo", progress=False, quick=True)
+    assert (result["data"], result["mode"], result["n_test"]) == ("image_sequences",
+                                                                  "interpolation", 66)
+    assert list(result["methods"]) == list(METHODS)
+    assert {"report.md", "metrics.json", "var_checkpoint.npz", "comparison.png"} <= {
+        path.name for path in (tmp_path / "demo").iterdir()}
 
 
 def test_train_var_cli_reads_a_folder_and_writes_var_only(tmp_path):
