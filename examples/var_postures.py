@@ -22,7 +22,8 @@ from minivae.experiments import compare_seeds, format_seed_table
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", default="interpolation", choices=["interpolation", "extrapolation"],
+    parser.add_argument("--mode", default="interpolation",
+                        choices=["interpolation", "extrapolation"],
                         help="hold out every 4th frame (interpolation) or each sequence's last "
                              "quarter (extrapolation)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="model seeds")

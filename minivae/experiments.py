@@ -602,8 +602,9 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
     folder = Path(folder)
     test = data.subset(test_idx)
     shown = np.unique(np.linspace(0, test.n - 1, min(8, test.n)).round().astype(np.int64))
-    plots.compare_methods(test.Y[shown], {name: images[shown] for name, images in predictions.items()},
-                          folder / "comparison.png", n_show=shown.size)
+    shown_predictions = {name: images[shown] for name, images in predictions.items()}
+    plots.compare_methods(test.Y[shown], shown_predictions, folder / "comparison.png",
+                          n_show=shown.size)
     figures = [("Held-out ground truth (top) and each method's prediction", "comparison.png")]
     if "var" in fitted:
         var = fitted["var"]
@@ -613,8 +614,9 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
         t_dense, X_dense = _dense_inputs(data.X[in_group], data.t[in_group], TRAJECTORY_POINTS)
         mean, variance = var.predict_latent(X_dense, groups=np.full(t_dense.size, group))
         codes = var.encode(data.Y[anchors])[0]
-        plots.plot_latent_trajectory(data.t[anchors], codes, t_dense, mean,
-                                     np.sqrt(np.asarray(variance)), folder / "latent_trajectory.png")
+        std = np.sqrt(np.asarray(variance))
+        plots.plot_latent_trajectory(data.t[anchors], codes, t_dense, mean, std,
+                                     folder / "latent_trajectory.png")
         figures.append((f"VAR latent code over t for sequence {int(group)}: anchors' codes and the "
                         "GP mean with its 95% band (first 2 dimensions)", "latent_trajectory.png"))
         plots.plot_history(_numbered_across_phases(var.history_), folder / "var_loss.png",

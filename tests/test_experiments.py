@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minivae import plots
-from minivae.datasets import SequenceData, make_image_sequences, make_postures
+from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
 from minivae.experiments import (
     METHODS,
