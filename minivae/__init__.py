@@ -30,7 +30,12 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"VAE": "vae", "GPRegressor": "gp", "VARegressor": "var"}
+_LAZY = {
+    "VAE": "vae",
+    "GPRegressor": "gp",
+    "VARegressor": "var",
+    "limited_threads": "experiments",
+}
 
 
 def __getattr__(name):
@@ -45,6 +50,7 @@ __all__ = [
     "GPRegressor",
     "VARegressor",
     "get_backend",
+    "limited_threads",
     "CheckpointError",
     "DataError",
     "DeviceUnavailableError",
