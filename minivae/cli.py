@@ -100,17 +100,20 @@ def _cmd_train_vae(args) -> int:
         seed=args.seed,
         device=args.device,
     )
-    history = vae.fit(
-        X_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        validation_data=X_val,
-        progress=not args.no_progress,
-        checkpoint=str(ckpt),
-        resume=args.resume,
-    )
+    from .experiments import limited_threads
+
+    with limited_threads(args.threads):
+        history = vae.fit(
+            X_train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            validation_data=X_val,
+            progress=not args.no_progress,
+            checkpoint=str(ckpt),
+            resume=args.resume,
+        )
     metrics = {
         "train_elbo": float(vae.score(X_train)),
         "val_elbo": float(vae.score(X_val)),
@@ -214,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"])
     tv.add_argument("--out", default="runs/vae", help="output folder (default runs/vae)")
     tv.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    tv.add_argument("--threads", type=int, default=None,
+                    help="cap the BLAS and Numba thread pools (default: leave them alone; "
+                    "1 is often fastest for small models on a busy machine)")
     tv.add_argument("--no-progress", action="store_true")
     tv.set_defaults(func=_cmd_train_vae)
 

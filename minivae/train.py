@@ -235,7 +235,8 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
     batches : callable ``(rng: numpy.random.Generator) -> list of int arrays`` or None
         Custom batching for each epoch, drawn from the epoch's shuffle generator.
     progress : bool
-        Show a tqdm bar over each epoch's steps with the running mean loss.
+        Show a tqdm bar over the epochs with the last epoch's mean loss (and validation
+        loss).
     checkpoint : str or os.PathLike or None
         Where to save a checkpoint after every ``checkpoint_every`` epochs and the last.
     checkpoint_every : int
@@ -281,6 +282,7 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
     if done < 0:
         return run.history
     xp = model.backend.xp
+    bar = tqdm(total=epochs, initial=done, desc=phase, unit="epoch", disable=not progress)
     for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
         shuffle_rng = np.random.default_rng(epoch_seed(model.seed, epoch, 0))
@@ -291,9 +293,7 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
         )
         loss_sum = 0.0
         count = 0
-        bar = tqdm(epoch_batches, desc=f"{phase} epoch {epoch}/{epochs}", leave=False,
-                   disable=not progress)
-        for step, idx in enumerate(bar, start=1):
+        for step, idx in enumerate(epoch_batches, start=1):
             where = f"step {step} of {len(epoch_batches)}"
             loss, grads = loss_and_grads(idx)
             loss = float(loss)
@@ -313,8 +313,6 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
             run.optimizer.step(model.params, update)
             loss_sum += loss * len(idx)
             count += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / count:.4g}", refresh=False)
-        bar.close()
         if count == 0:
             raise ValueError(
                 f"phase {phase!r}, epoch {epoch}: the batches returned no examples; "
@@ -334,6 +332,12 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
         run.history["val_loss"].append(val_loss)
         run.history["phase"].append(phase)
         run.history["seconds"].append(time.perf_counter() - started)
+        postfix = {"loss": f"{loss_sum / count:.4g}"}
+        if val_loss is not None:
+            postfix["val_loss"] = f"{val_loss:.4g}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
         if run.checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
             run.save(epoch)
+    bar.close()
     return run.history
