@@ -1,0 +1,64 @@
+"""The command line: each command runs end to end on tiny settings and writes what it says."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minivae import cli
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "train", "gradcheck", "bench"):
+        assert command in out
+
+
+def test_train_vae_writes_checkpoint_metrics_and_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "vae", "--data", "digits", "--latent", "2", "--hidden", "16",
+            "--out", str(out), "--no-progress", "--threads", "1"]
+    assert cli.main(argv + ["--epochs", "2"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"checkpoint.npz", "metrics.json", "elbo.png", "reconstructions.png",
+            "samples.png", "manifold.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["val_elbo"]) and metrics["val_elbo"] < 0
+    # --resume continues from the checkpoint to a later epoch.
+    assert cli.main(argv + ["--epochs", "4", "--resume"]) == 0
+    assert "held-out ELBO" in capsys.readouterr().out
+    from minivae.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(out / "checkpoint.npz", kind="VAE")
+    assert meta["epoch"] == 4 and meta["history"]["epoch"] == [1, 2, 3, 4]
+
+
+def test_train_vae_missing_data_is_one_line_error(tmp_path, capsys):
+    code = cli.main(["train", "vae", "--data", str(tmp_path / "nope.idx"),
+                     "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minivae: error:") and "no such file" in err
+
+
+def test_train_gp_on_a_csv(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(0, 6, 30))
+    y = np.sin(x) + 0.1 * rng.standard_normal(30)
+    csv = tmp_path / "data.csv"
+    csv.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in zip(x, y)) + "\n")
+    out = tmp_path / "gp"
+    assert cli.main(["train", "gp", "--data", str(csv), "--out", str(out),
+                     "--restarts", "0"]) == 0
+    assert (out / "metrics.json").exists() and (out / "gp_fit.png").exists()
+
+
+def test_gradcheck_vae_passes_and_prints_every_parameter(capsys):
+    assert cli.main(["gradcheck", "vae", "--likelihood", "gaussian"]) == 0
+    out = capsys.readouterr().out
+    for name in ("enc.0.W", "enc.mu.b", "enc.logvar.W", "dec.mean.W", "dec.logvar.b"):
+        assert name in out
+    assert "ok: below the bound 1e-6" in out
