@@ -24,6 +24,7 @@ met (the table and the JSON say which); 2 when ``--device gpu`` finds no usable 
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -67,14 +68,16 @@ class Sizes:
     contract_n: int = 3000
     contract_d: int = 8
     repeats_fast: int = 201
-    repeats_slow: int = 5
+    repeats_medium: int = 21
+    repeats_slow: int = 7
     warmup: int = 1
     copy_mib: tuple = (32, 512)
 
 
 FULL = Sizes()
 QUICK = Sizes(rbf_n=1500, lml_n=1000, predict_train=1500, predict_test=1500,
-              contract_n=1000, repeats_fast=21, repeats_slow=3, copy_mib=(32, 128))
+              contract_n=1000, repeats_fast=21, repeats_medium=5, repeats_slow=3,
+              copy_mib=(32, 128))
 
 
 # ---- targets, rows and timing --------------------------------------------------------------
@@ -288,7 +291,7 @@ def _rbf_group(sizes: Sizes, d: int) -> Group:
              Target("at_most", 2.5, "<= 2.5x its time")),
          "ours", "fill"),
     ]
-    return Group(f"RBF kernel matrix n={n} d={d}", calls, rows, sizes.repeats_slow)
+    return Group(f"RBF kernel matrix n={n} d={d}", calls, rows, sizes.repeats_medium)
 
 
 def _gp_problem(n: int, d: int, seed: int):
@@ -552,15 +555,19 @@ def _adam_group(sizes: Sizes) -> Group:
 
 
 def cpu_groups(sizes: Sizes) -> list:
-    """The CPU table's groups as zero-argument builders (each sets up its data when called)."""
-    builders = [(f"RBF kernel matrix d={d}", lambda d=d: _rbf_group(sizes, d))
+    """The CPU table's groups as ``(title, build)``; ``build()`` sets up the data.
+
+    Each ``build`` is a picklable :func:`functools.partial` of a module-level function, so
+    that a group can be measured in a fresh process (see :func:`run`).
+    """
+    builders = [(f"RBF kernel matrix d={d}", functools.partial(_rbf_group, sizes, d))
                 for d in sizes.rbf_dims]
     builders += [
-        ("GP log marginal likelihood + gradient", lambda: _gp_lml_group(sizes)),
-        ("GP predict mean + std", lambda: _gp_predict_group(sizes)),
-        ("VAE training step", lambda: _vae_group(sizes)),
-        ("reparameterisation", lambda: _reparam_group(sizes)),
-        ("Adam step", lambda: _adam_group(sizes)),
+        ("GP log marginal likelihood + gradient", functools.partial(_gp_lml_group, sizes)),
+        ("GP predict mean + std", functools.partial(_gp_predict_group, sizes)),
+        ("VAE training step", functools.partial(_vae_group, sizes)),
+        ("reparameterisation", functools.partial(_reparam_group, sizes)),
+        ("Adam step", functools.partial(_adam_group, sizes)),
     ]
     return builders
 
@@ -816,17 +823,40 @@ def write_json_atomic(path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _run_groups(builders: list, warmup: int) -> list:
-    """Build and measure each group in turn, with a progress line each; all their rows."""
-    rows = []
+def _build_and_measure(build: Callable, warmup: int) -> tuple:
+    """``(rows, repeats, Numba threading layer)`` of the group that ``build()`` sets up."""
+    group = build()
+    rows = run_group(group, warmup)
+    return rows, group.repeats, _numba_threading_layer()
+
+
+def _measure_in_fresh_process(build: Callable, warmup: int) -> tuple:
+    """:func:`_build_and_measure` in a new Python process (spawned), its result returned."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        return executor.submit(_build_and_measure, build, warmup).result()
+
+
+def _run_groups(builders: list, warmup: int, isolate: bool) -> list:
+    """Build and measure each group in turn, with a progress line each.
+
+    Returns all the rows, and the Numba threading layer the groups' parallel loops used
+    (None if none ran one).
+    """
+    measure = _measure_in_fresh_process if isolate else _build_and_measure
+    rows, layers = [], set()
     for index, (title, build) in enumerate(builders, start=1):
         print(f"[{index}/{len(builders)}] {title} ...", end="", flush=True)
         started = time.perf_counter()
-        group = build()
-        filled = run_group(group, warmup)
+        filled, repeats, layer = measure(build, warmup)
         rows += filled
-        print(f" {group.repeats} repeats, {time.perf_counter() - started:.1f} s", flush=True)
-    return rows
+        layers.add(layer)
+        print(f" {repeats} repeats, {time.perf_counter() - started:.1f} s", flush=True)
+    layers.discard(None)
+    return rows, ", ".join(sorted(layers)) or None
 
 
 def _resolve_sizes(quick: bool, sizes) -> tuple:
@@ -839,7 +869,8 @@ def _resolve_sizes(quick: bool, sizes) -> tuple:
     return replace(base, **dict(sizes)), "custom"
 
 
-def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=None) -> int:
+def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=None,
+         isolate: bool = True) -> int:
     """Run the benchmarks, print the table and the machine, write the JSON.
 
     Parameters
@@ -854,6 +885,12 @@ def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=
     sizes : Sizes or dict, optional
         Overrides of the sizes and repeat counts (a dict updates the FULL or QUICK
         preset); the run is then labelled "custom".
+    isolate : bool
+        Measure each CPU group in a fresh process (the default). Process history changes
+        the numbers: after arrays of 100+ MB have been allocated and freed, glibc serves
+        later multi-megabyte allocations with fresh pages, and the page faults doubled the
+        reparameterisation row's times (both sides) in one process. GPU groups always run
+        in this process.
 
     Returns
     -------
@@ -875,14 +912,19 @@ def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=
         properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         device_name = properties["name"].decode()
         builders = gpu_groups(backend, sizes, cuda_event_timer(cupy))
+        isolate = False
     else:
         device_name = None
         builders = cpu_groups(sizes)
-    return run(builders, sizes, mode, device, device_name, out)
+    return run(builders, sizes, mode, device, device_name, out, isolate)
 
 
-def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out) -> int:
-    """Measure ``builders``, print the table and machine, write the JSON to ``out``."""
+def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out,
+        isolate: bool = False) -> int:
+    """Measure ``builders``, print the table and machine, write the JSON to ``out``.
+
+    ``isolate``: measure each group in a fresh process (its ``build`` must pickle).
+    """
     label = {"full": "full sizes", "quick": "QUICK run: smaller sizes and fewer repeats, "
              "not the sizes the targets are stated for", "custom": "CUSTOM sizes"}[mode]
     print(f"minivae bench ({device}{', ' + device_name if device_name else ''}): "
@@ -893,8 +935,9 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out) 
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = os.getloadavg()
     started = time.perf_counter()
-    rows = _run_groups(builders, sizes.warmup)
+    rows, threading_layer = _run_groups(builders, sizes.warmup, isolate)
     info = machine_info()
+    info["numba_threading_layer"] = threading_layer
     info["copy_bandwidth"] = [copy_bandwidth(mib) for mib in sizes.copy_mib]
     info["load_average"] = {"start": [round(x, 2) for x in load_start],
                             "end": [round(x, 2) for x in os.getloadavg()]}
@@ -909,6 +952,7 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out) 
         "schema": 1,
         "mode": mode,
         "device": device,
+        "isolated_processes": isolate,
         "started_utc": started_utc,
         "duration_s": time.perf_counter() - started,
         "sizes": asdict(sizes),

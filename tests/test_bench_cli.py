@@ -22,7 +22,7 @@ TINY = {
     "rbf_n": 24, "rbf_dims": (2, 5), "lml_n": 20, "lml_d": 3, "predict_train": 20,
     "predict_test": 11, "predict_d": 3, "vae_layers": (12, 6, 2), "vae_batch": 5,
     "reparam_shape": (7, 3), "adam_params": 33, "contract_n": 9, "contract_d": 2,
-    "repeats_fast": 3, "repeats_slow": 2, "warmup": 1, "copy_mib": (1,),
+    "repeats_fast": 3, "repeats_medium": 4, "repeats_slow": 2, "warmup": 1, "copy_mib": (1,),
 }
 TINY_SIM = {**TINY, "rbf_n": 6, "rbf_dims": (2,), "lml_n": 6, "lml_d": 2, "contract_n": 5,
             "vae_layers": (5, 3, 2), "vae_batch": 3, "reparam_shape": (3, 2),
@@ -44,19 +44,20 @@ CPU_CASES = [
 TORCH_CASE = "VAE step 12-6-2 b=5 f32 vs torch CPU"
 
 
-def _run_tiny(folder):
+def _run_tiny(folder, isolate=False):
     """``bench.main`` on the TINY sizes: (status, the JSON, what it printed)."""
     out = folder / "sub" / "bench.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = bench.main(quick=True, out=str(out), sizes=TINY)
+        status = bench.main(quick=True, out=str(out), sizes=TINY, isolate=isolate)
     return status, json.loads(out.read_text()), printed.getvalue()
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One tiny run shared by the tests that only read its output."""
-    return _run_tiny(tmp_path_factory.mktemp("bench"))
+    """One tiny run, each group in a fresh process as by default, shared by the tests
+    that only read its output."""
+    return _run_tiny(tmp_path_factory.mktemp("bench"), isolate=True)
 
 
 def _check_measured_row(row, repeats):
@@ -84,14 +85,15 @@ def test_tiny_run_writes_every_row(tiny_run):
     status, result, printed = tiny_run
     assert status == 0
     assert result["mode"] == "custom" and result["device"] == "cpu"
+    assert result["isolated_processes"] is True
     assert [row["case"] for row in result["rows"]] == CPU_CASES
     for row in result["rows"]:
         if row["skipped"]:
             assert row["case"] == TORCH_CASE
             assert row["ours_stats"] is None and row["ratio"] is None and row["met"] is None
             continue
-        repeats = TINY["repeats_fast"] if row["case"].startswith(("VAE", "reparam", "Adam")) \
-            else TINY["repeats_slow"]
+        repeats = TINY["repeats_slow"] if row["case"].startswith("GP") else (
+            TINY["repeats_medium"] if row["case"].startswith("RBF") else TINY["repeats_fast"])
         _check_measured_row(row, repeats)
     summary = result["summary"]
     assert summary["met"] + summary["not_met"] + summary["skipped"] == len(CPU_CASES)
@@ -141,6 +143,7 @@ def test_torch_row_measured_when_torch_is_present(tiny_run):
 
 def test_cli_quick_uses_the_quick_preset(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "QUICK", bench.Sizes(**TINY))
+    monkeypatch.setattr(bench, "_measure_in_fresh_process", bench._build_and_measure)
     out = tmp_path / "quick.json"
     assert cli.main(["bench", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
