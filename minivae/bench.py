@@ -1,15 +1,16 @@
 """``minivae bench``: every performance target, measured as ours against its baseline.
 
-    minivae bench                  the full table (3-7 minutes on 2 cores; the GP rows take most)
+    minivae bench                  the full table (~1.5 min on 2 idle cores, up to ~7 under load)
     minivae bench --quick          smaller sizes, fewer repeats (a smoke run; not the targets)
     minivae bench --device gpu     GPU against CPU for every kernel and both model steps
 
-Each case runs its callables in one process, interleaved (ours, baseline, ours, baseline,
-...) after one warm-up call each, so that load from other processes falls on both sides
-alike. Each callable is timed per call with ``time.perf_counter`` (on the GPU with CUDA
-events); the table reports medians, the JSON also the quartiles, the minimum and every
-sample. Peak memory (the GP row) is tracemalloc's peak above what was live before the
-call; NumPy and SciPy report their array allocations to tracemalloc.
+Each case runs in a fresh process (CPU; see ``isolate`` in :func:`main`), its callables
+interleaved (ours, baseline, ours, baseline, ...) after one warm-up call each, so that
+load from other processes falls on both sides alike. Each callable is timed per call
+with ``time.perf_counter`` (on the GPU with CUDA events); the table reports medians, the
+JSON also the quartiles, the minimum and every sample. Peak memory (the GP row) is
+tracemalloc's peak above what was live before the call; NumPy and SciPy report their
+array allocations to tracemalloc.
 
 A target is one of two kinds:
 
@@ -840,7 +841,7 @@ def _measure_in_fresh_process(build: Callable, warmup: int) -> tuple:
         return executor.submit(_build_and_measure, build, warmup).result()
 
 
-def _run_groups(builders: list, warmup: int, isolate: bool) -> list:
+def _run_groups(builders: list, warmup: int, isolate: bool) -> tuple:
     """Build and measure each group in turn, with a progress line each.
 
     Returns all the rows, and the Numba threading layer the groups' parallel loops used
@@ -887,10 +888,10 @@ def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=
         preset); the run is then labelled "custom".
     isolate : bool
         Measure each CPU group in a fresh process (the default). Process history changes
-        the numbers: after arrays of 100+ MB have been allocated and freed, glibc serves
-        later multi-megabyte allocations with fresh pages, and the page faults doubled the
-        reparameterisation row's times (both sides) in one process. GPU groups always run
-        in this process.
+        the numbers: in a process that had first run the RBF rows, the
+        reparameterisation row took ~3.5 ms longer on both sides, the cost of page
+        faults on fresh 4 MB outputs (most likely the allocator no longer reusing
+        freed memory). GPU groups always run in this process.
 
     Returns
     -------
@@ -929,8 +930,9 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out,
              "not the sizes the targets are stated for", "custom": "CUSTOM sizes"}[mode]
     print(f"minivae bench ({device}{', ' + device_name if device_name else ''}): "
           f"{len(builders)} groups, {label}."
-          + (" The full run takes 3-7 minutes on 2 cores, most of it in the GP rows "
-             "(scikit-learn's gradient takes 5-20 s a call)." if mode == "full" else ""),
+          + (" The full run takes about 1.5 minutes on 2 idle cores and up to ~7 under "
+             "load, most of it in the GP rows (scikit-learn's gradient takes 4-20 s a call)."
+             if mode == "full" else ""),
           flush=True)
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = os.getloadavg()
