@@ -7,7 +7,10 @@ import pytest
 from minivae.gradcheck import check_gradients
 from minivae.kernels import reparam_backward, reparam_forward
 
+# The cpu kernels walk the n * k entries in blocks of 4096: the last two shapes span
+# several blocks (the last one partial) and still take the serial build.
 SHAPES = [(L, n, k) for L in (1, 2, 3) for n in (1, 7, 33) for k in (1, 5, 17)]
+SHAPES += [(1, 100, 50), (3, 100, 101)]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -50,6 +53,39 @@ def test_cpu_parallel_build_matches_reference(rng, dtype):
     for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cpu"),
                         reparam_backward(dz, logvar, eps, impl="reference")):
         _assert_close(got, ref, dtype, "backward")
+
+
+# Every regime of exp(logvar / 2): results subnormal or 0 (float32 below logvar ~ -174,
+# float64 below ~ -1416), the normal range, overflow to inf, and NaN.
+EXTREME_LOGVAR = {
+    np.float32: [-np.inf, -400.0, -210.0, -200.0, -180.0, -175.0, -174.5, -150.0, -40.0,
+                 0.0, 3.5, 90.0, 175.0, 176.0, 177.5, 178.0, 300.0, np.inf, np.nan],
+    np.float64: [-np.inf, -3000.0, -1500.0, -1480.0, -1418.0, -1416.5, -1416.0, -900.0,
+                 0.0, 7.25, 900.0, 1417.0, 1418.0, 1419.0, 1420.0, 3000.0, np.inf, np.nan],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_kernels_match_reference_over_the_whole_range_of_exp(rng, dtype):
+    # A sweep of logvar over the range where exp(logvar / 2) is finite and nonzero, then
+    # the edges: the cpu exp is a polynomial for normal results and libm's exp outside.
+    limit = {np.float32: 181.0, np.float64: 1422.0}[dtype]
+    logvar = np.concatenate([np.linspace(-limit, limit, 20001), EXTREME_LOGVAR[dtype]])
+    logvar = logvar.astype(dtype).reshape(1, -1)
+    mu = np.zeros_like(logvar)
+    eps = rng.choice([-1.5, 1.5], size=(1,) + logvar.shape).astype(dtype)
+    with np.errstate(over="ignore"):  # the reference overflows to inf, as it should
+        z_ref = reparam_forward(mu, logvar, eps, impl="reference")
+        dlogvar_ref = reparam_backward(eps, logvar, eps, impl="reference")[1]
+    z = reparam_forward(mu, logvar, eps, impl="cpu")
+    dlogvar = reparam_backward(eps, logvar, eps, impl="cpu")[1]
+    # Subnormal results may differ in their last unit between libm's exp and NumPy's, an
+    # absolute difference of one smallest subnormal; inf and NaN must sit where the
+    # reference has them.
+    atol = 2 * np.finfo(dtype).smallest_subnormal
+    np.testing.assert_allclose(z, z_ref, rtol=RTOL[dtype], atol=atol, err_msg="z")
+    np.testing.assert_allclose(dlogvar, dlogvar_ref, rtol=RTOL[dtype], atol=atol,
+                               err_msg="dlogvar")
 
 
 CUDA_SHAPES = [(1, 1, 1), (2, 7, 5), (3, 33, 17), (3, 1, 17), (1, 33, 1), (2, 7, 17)]
