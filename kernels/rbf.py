@@ -227,7 +227,9 @@ def _exp_nonpositive(arg, out, scale_bits, count):
     exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by
     its Taylor polynomial to degree 13 (truncation below 5e-18 relative) in Horner form,
     2^k by writing k + 1023 into a double's exponent bits. Within 1 ulp of NumPy's exp on
-    [-708, 0]; arguments below -708 are clamped here and fixed by the caller.
+    [-708, 0]; arguments below -708 are clamped here and fixed by the caller. The same holds
+    up to 709 (k + 1023 <= 2046 is still a normal exponent): kernels/reparam.py relies on
+    that range for exp(logvar / 2) in float64, and tests it there.
     """
     for t in range(count):
         x = max(arg[t], _EXP_MIN)
