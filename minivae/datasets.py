@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .validation import check_finite
 
 
 def load_digits(return_labels=False):
@@ -159,9 +160,9 @@ class SequenceData:
                 raise DataError(
                     f"{field} has {values.shape[0]} rows but X has {n}; give one row per example in each"
                 )
-        _check_finite(self.X, "X")
-        _check_finite(self.Y, "Y")
-        _check_finite(self.t, "t")
+        check_finite(self.X, "X")
+        check_finite(self.Y, "Y")
+        check_finite(self.t, "t")
 
     @property
     def n(self):
@@ -285,17 +286,6 @@ def describe(data):
     if array.size == 0:
         return f"array {array.shape} {array.dtype}, empty"
     return f"array {array.shape} {array.dtype}, range [{array.min():.3g}, {array.max():.3g}]"
-
-
-def _check_finite(values, label):
-    """Raise DataError naming how many NaN/Inf entries ``values`` has and the first row."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1)) if bad.ndim else [0]
-        raise DataError(
-            f"{label} has {int(bad.sum())} NaN or infinite values (first at row {int(rows[0])}); "
-            "remove or impute them"
-        )
 
 
 def _render_supersampled(inside_and_shade, size, supersample):

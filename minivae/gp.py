@@ -40,6 +40,7 @@ import numpy as np
 from .backend import Backend, get_backend, resolve_dtype
 from .errors import DataError, NotPositiveDefiniteError
 from .kernels import rbf_grad_contract, rbf_matrix
+from .validation import check_finite, numeric_host_array
 
 #: Default hyperparameter bounds (natural units, applied to every hyperparameter), as in
 #: scikit-learn's kernels.
@@ -570,35 +571,8 @@ def posterior_mean_backward(dmean, cache):
 # ---------------------------------------------------------------------------------------
 
 
-def _first_bad_row(bad) -> int:
-    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
-    return int(rows[0])
-
-
-def _check_finite(A, name: str) -> None:
-    nan, inf = np.isnan(A), np.isinf(A)
-    for what, bad, fix in (("NaN", nan, "remove or impute them"),
-                           ("infinite", inf, "remove them or rescale the data")):
-        count = int(bad.sum())
-        if count:
-            raise DataError(
-                f"{name} has {count} {what} values (first at row {_first_bad_row(bad)}); {fix}"
-            )
-
-
-def _as_host_float(A, name: str) -> np.ndarray:
-    """``A`` as a host float64 array; DataError for non-numeric input."""
-    if hasattr(A, "__cuda_array_interface__") and hasattr(A, "get"):
-        A = A.get()
-    try:
-        A = np.asarray(A, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be numeric; converting it to float failed: {exc}") from exc
-    return A
-
-
 def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    X = _as_host_float(X, name)
+    X = numeric_host_array(X, name).astype(np.float64, copy=False)
     if X.ndim != 2:
         hint = f"; for one feature use {name}.reshape(-1, 1)" if X.ndim == 1 else ""
         raise DataError(f"{name} must be 2-D (one row per point), got shape {X.shape}{hint}")
@@ -611,19 +585,19 @@ def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
             f"{name} has {X.shape[1]} columns but the model was fitted on {n_features}; "
             f"give points with {n_features} features"
         )
-    _check_finite(X, name)
+    check_finite(X, name)
     return X
 
 
 def _check_y(y, n_rows: int) -> np.ndarray:
-    y = _as_host_float(y, "y")
+    y = numeric_host_array(y, "y").astype(np.float64, copy=False)
     if y.ndim not in (1, 2):
         raise DataError(f"y must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}")
     if y.shape[0] != n_rows:
         raise DataError(f"y has {y.shape[0]} rows but X has {n_rows}; give one target per row")
     if y.ndim == 2 and y.shape[1] == 0:
         raise DataError("y has zero columns; give at least one output")
-    _check_finite(y, "y")
+    check_finite(y, "y")
     return y
 
 

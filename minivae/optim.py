@@ -20,6 +20,7 @@ import abc
 import numpy as np
 
 from .kernels import adam_step
+from .validation import host_array
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 
@@ -31,13 +32,6 @@ def _array_module(array):
     import cupy
 
     return cupy.get_array_module(array)
-
-
-def _to_host(array) -> np.ndarray:
-    """A host copy of ``array`` (NumPy or CuPy)."""
-    if isinstance(array, np.ndarray):
-        return array.copy()
-    return array.get()
 
 
 def _check_grad(name, param, grad):
@@ -122,7 +116,7 @@ class Optimizer(abc.ABC):
             for name, array in self._pending[slot].items():
                 arrays[f"{slot}.{name}"] = array.copy()
             for name, array in self._state[slot].items():
-                arrays[f"{slot}.{name}"] = _to_host(array)
+                arrays[f"{slot}.{name}"] = np.array(host_array(array))
         return arrays
 
     def load_state_arrays(self, arrays: dict) -> None:

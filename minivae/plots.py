@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .errors import DataError
+from .validation import host_array
 
 BAND_Z = 1.959963984540054
 """Half-width of a central 95% Gaussian interval in standard deviations."""
@@ -39,9 +40,7 @@ def _save(fig, path):
 
 def _to_host(values):
     """A NumPy float64 array from NumPy or CuPy input."""
-    if hasattr(values, "get"):
-        values = values.get()
-    return np.asarray(values, dtype=np.float64)
+    return host_array(values).astype(np.float64, copy=False)
 
 
 def _as_images(images, label="images"):

@@ -40,6 +40,7 @@ from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, sigmoid
+from .validation import check_finite, numeric_host_array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -61,12 +62,6 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _first_location(mask: np.ndarray) -> str:
-    """'row r, column c' of the first True entry of a 2-D mask."""
-    row, col = np.argwhere(mask)[0]
-    return f"row {row}, column {col}"
-
-
 def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) -> np.ndarray:
     """Validate a 2-D numeric data matrix at the API edge; return it as a host array.
 
@@ -86,14 +81,7 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
         infinite values, or (``unit_interval``) values outside [0, 1]. The message names
         the count, the first location and the fix.
     """
-    if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
-        X = X.get()
-    X = np.asarray(X)
-    if X.dtype.kind not in "biuf":
-        raise DataError(
-            f"{name} has dtype {X.dtype}, which is not numeric; pass an array of numbers "
-            f"(e.g. {name}.astype(np.float32))"
-        )
+    X = numeric_host_array(X, name)
     if X.ndim != 2:
         hint = f"; for one example use {name}.reshape(1, -1)" if X.ndim == 1 else ""
         raise DataError(
@@ -106,19 +94,7 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
         )
     if X.shape[0] == 0:
         raise DataError(f"{name} has no rows; pass at least one example")
-    if X.dtype.kind == "f":
-        nan = np.isnan(X)
-        if nan.any():
-            raise DataError(
-                f"{name} has {int(nan.sum())} NaN values (first at {_first_location(nan)}); "
-                "remove or impute them"
-            )
-        inf = np.isinf(X)
-        if inf.any():
-            raise DataError(
-                f"{name} has {int(inf.sum())} infinite values (first at "
-                f"{_first_location(inf)}); remove them or clip to a finite range"
-            )
+    check_finite(X, name)
     if unit_interval:
         outside = (X < 0) | (X > 1)
         if outside.any():

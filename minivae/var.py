@@ -57,6 +57,7 @@ from .errors import CheckpointError, DataError
 from .gp import cholesky_with_jitter, posterior_mean, posterior_mean_backward
 from .kernels import rbf_matrix, reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, sigmoid
+from .validation import check_finite, host_array, numeric_host_array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 PHASES = ("pretrain", "joint", "finetune")
@@ -90,36 +91,9 @@ def _is_positive_real(value) -> bool:
 # ---- input validation at the API edge ------------------------------------------------------
 
 
-def _host(array):
-    if hasattr(array, "__cuda_array_interface__") and not isinstance(array, np.ndarray):
-        return array.get()
-    return array
-
-
-def _numeric_array(values, name: str) -> np.ndarray:
-    values = np.asarray(_host(values))
-    if values.dtype.kind not in "biuf":
-        raise DataError(
-            f"{name} has dtype {values.dtype}, which is not numeric; pass an array of numbers"
-        )
-    return values
-
-
-def _check_finite(values: np.ndarray, name: str) -> None:
-    """DataError naming the count and the first row of NaN or infinite values."""
-    if values.dtype.kind != "f":
-        return
-    for what, bad, fix in (("NaN", np.isnan(values), "remove or impute them"),
-                           ("infinite", np.isinf(values), "remove them or clip to a finite range")):
-        count = int(bad.sum())
-        if count:
-            row = int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0])
-            raise DataError(f"{name} has {count} {what} values (first at row {row}); {fix}")
-
-
 def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
     """Inputs ``X`` as a finite (n, p) float64 host array."""
-    X = _numeric_array(X, name)
+    X = numeric_host_array(X, name)
     if X.ndim == 1:
         raise DataError(
             f"{name} must be 2-D (n, p); got shape {X.shape}; for one input feature use "
@@ -132,13 +106,13 @@ def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarr
             f"{name} has {X.shape[1]} columns but the model expects {n_features}; pass rows "
             f"of width {n_features}"
         )
-    _check_finite(X, name)
+    check_finite(X, name)
     return X.astype(np.float64, copy=False)
 
 
 def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.ndarray:
     """Images ``Y`` (n, H, W) or (n, D) as a finite host array; [0, 1] for Bernoulli."""
-    Y = _numeric_array(Y, name)
+    Y = numeric_host_array(Y, name)
     if Y.ndim < 2 or Y.shape[0] == 0 or Y.size == 0:
         raise DataError(
             f"{name} must hold one image per row, shaped (n, H, W) or (n, D); got shape {Y.shape}"
@@ -149,7 +123,7 @@ def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.n
             f"the model was fitted on images of shape {tuple(image_shape)}; pass images of "
             "that size"
         )
-    _check_finite(Y, name)
+    check_finite(Y, name)
     if likelihood == "bernoulli":
         outside = (Y < 0) | (Y > 1)
         if outside.any():
@@ -163,7 +137,7 @@ def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.n
 
 
 def _check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
-    groups = np.asarray(_host(groups))
+    groups = host_array(groups)
     if groups.dtype == object or groups.dtype.kind not in "biuU":
         raise DataError(
             f"{name} has dtype {groups.dtype}; pass integer or string sequence ids"

@@ -1,0 +1,55 @@
+"""Checks of user data at the API edge, shared by every model, loader and figure.
+
+Each check raises :class:`minivae.errors.DataError` with a message that names the array,
+what is wrong with it (a count and the first location), and what to do about it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+
+
+def host_array(values) -> np.ndarray:
+    """``values`` as a NumPy array: CuPy arrays are copied to the host, NumPy arrays are not."""
+    if hasattr(values, "__cuda_array_interface__") and not isinstance(values, np.ndarray):
+        return values.get()
+    return np.asarray(values)
+
+
+def numeric_host_array(values, name: str) -> np.ndarray:
+    """:func:`host_array`, refusing anything that is not bool, integer or floating point."""
+    values = host_array(values)
+    if values.dtype.kind not in "biuf":
+        raise DataError(
+            f"{name} has dtype {values.dtype}, which is not numeric; pass an array of numbers "
+            f"(e.g. {name}.astype(np.float64))"
+        )
+    return values
+
+
+def _first_location(bad: np.ndarray) -> str:
+    """'row r' (or 'row r, column c' for a matrix) of the first True entry of ``bad``."""
+    if bad.ndim == 2:
+        row, col = np.argwhere(bad)[0]
+        return f"row {row}, column {col}"
+    if bad.ndim == 0:
+        return "row 0"
+    return f"row {int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0])}"
+
+
+def check_finite(values: np.ndarray, name: str) -> None:
+    """DataError if the host array ``values`` holds NaN or infinite entries.
+
+    The message gives how many there are and where the first one is, e.g.
+    "X has 3 NaN values (first at row 17, column 4); remove or impute them".
+    """
+    if values.dtype.kind not in "fc":
+        return
+    for what, bad, fix in (("NaN", np.isnan(values), "remove or impute them"),
+                           ("infinite", np.isinf(values), "remove them or clip to a finite range")):
+        count = int(bad.sum())
+        if count:
+            raise DataError(f"{name} has {count} {what} values (first at {_first_location(bad)}); "
+                            f"{fix}")
