@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import pytest
 
-from minivae.kernels.rbf import rbf_grad_contract, rbf_grad_contract_reference, rbf_matrix
+from minivae.kernels.rbf import rbf_grad_contract, rbf_matrix
 
 N_MATRIX = 4000
 N_CONTRACT, D_CONTRACT = 1000, 8
