@@ -38,7 +38,7 @@ def test_step_minivae(benchmark, data):
     X = vae.backend.asarray(data)
 
     def step():
-        loss, grads = vae._loss_and_grads_device(X)
+        loss, grads = vae._loss_and_grads_device(X, reuse_buffers=True)
         optimizer.step(vae.params, grads)
         return loss
 

@@ -381,7 +381,7 @@ def _vae_step_fn(backend: Backend, sizes: Sizes, data: np.ndarray) -> Callable:
     X = backend.asarray(data)
 
     def step():
-        _loss, grads = vae._loss_and_grads_device(X)
+        _loss, grads = vae._loss_and_grads_device(X, reuse_buffers=True)
         optimizer.step(vae.params, grads)
 
     return step

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import add_bias, bias_grad
+
 ACTIVATIONS = ("relu", "tanh", "softplus")
 
 
@@ -67,6 +69,12 @@ class ReLU:
     """``y = max(x, 0)``. Backward: ``dx = dy * [x > 0]`` (docs/derivations.md, "Activations")."""
 
     name = "relu"
+
+    def cache_output(self, y):
+        """Adopt ``y = max(x, 0)`` computed elsewhere (a dense layer's fused bias + ReLU) as
+        this activation's forward output, for :meth:`backward`."""
+        self._y = y
+        return y
 
     def forward(self, x, inplace=False):
         """(n, d) -> (n, d); caches the output (its sign is the mask).
@@ -130,6 +138,58 @@ class Softplus:
         return dy
 
 
+class FlatArrays(dict):
+    """Named arrays that are views into one contiguous 1-d buffer, ``.flat``, in name order.
+
+    A model keeps its parameters (and its gradient buffers) this way so that an optimiser
+    can update all of them with one kernel call over ``.flat`` instead of one call per
+    array (:meth:`minivae.optim.Optimizer.step` checks :meth:`same_layout`). Reading,
+    iterating and writing in place (``arrays[name][...] = value``) work as for a dict;
+    rebinding or removing a name raises, because the new array would silently stop being
+    part of ``.flat``.
+
+    Parameters
+    ----------
+    xp : module
+        NumPy or CuPy: where the buffer lives.
+    shapes : dict name -> tuple of int
+    dtype : numpy dtype
+    """
+
+    def __init__(self, xp, shapes: dict, dtype):
+        super().__init__()
+        sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes.values()]
+        self.flat = xp.zeros(sum(sizes), dtype=dtype)
+        offset = 0
+        for (name, shape), size in zip(shapes.items(), sizes):
+            dict.__setitem__(self, name, self.flat[offset : offset + size].reshape(shape))
+            offset += size
+        self.layout = tuple((name, tuple(shape)) for name, shape in shapes.items())
+
+    @classmethod
+    def copy_of(cls, xp, arrays: dict, dtype) -> FlatArrays:
+        """A flat copy of ``arrays`` (host or device arrays, any order-preserving dict)."""
+        flat = cls(xp, {name: tuple(value.shape) for name, value in arrays.items()}, dtype)
+        for name, value in arrays.items():
+            flat[name][...] = xp.asarray(value, dtype=dtype)
+        return flat
+
+    def same_layout(self, other) -> bool:
+        """True when ``other`` is a FlatArrays with the same names, shapes, order and dtype,
+        so that entry ``i`` of ``self.flat`` and ``other.flat`` belong to the same array."""
+        return (isinstance(other, FlatArrays) and other.layout == self.layout
+                and other.flat.dtype == self.flat.dtype)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "these arrays are views into one flat buffer; write into them in place "
+            "(arrays[name][...] = value) instead of rebinding or removing a name"
+        )
+
+    __setitem__ = __delitem__ = _refuse
+    pop = popitem = clear = update = setdefault = _refuse
+
+
 def make_activation(name: str):
     """A fresh activation object for ``name`` in ``ACTIVATIONS``; ValueError otherwise."""
     table = {"relu": ReLU, "tanh": Tanh, "softplus": Softplus}
@@ -147,14 +207,24 @@ class Dense:
         Prefix of the parameter names: the layer uses ``params[name + ".W"]`` of shape
         ``(fan_in, fan_out)`` and ``params[name + ".b"]`` of shape ``(fan_out,)``.
     fan_in, fan_out : int
+    impl : {"cpu", "cuda", "reference"}
+        Kernel implementation for the bias add and the bias gradient
+        (:func:`minivae.kernels.add_bias`, :func:`minivae.kernels.bias_grad`); "cpu" on
+        non-NumPy (CuPy) arrays falls back to the array-generic reference.
     """
 
-    def __init__(self, name: str, fan_in: int, fan_out: int):
+    def __init__(self, name: str, fan_in: int, fan_out: int, impl: str = "cpu"):
         self.name = name
         self.fan_in = fan_in
         self.fan_out = fan_out
         self.W_name = name + ".W"
         self.b_name = name + ".b"
+        self.impl = impl
+
+    def _impl_for(self, x):
+        if self.impl == "cpu" and not isinstance(x, np.ndarray):
+            return "reference"
+        return self.impl
 
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
         """Glorot-uniform weights and zero biases, as host arrays.
@@ -170,13 +240,15 @@ class Dense:
         b = np.zeros(self.fan_out, dtype=dtype)
         return {self.W_name: W, self.b_name: b}
 
-    def forward(self, params: dict, x):
-        """``y = x @ W + b``.
+    def forward(self, params: dict, x, relu: bool = False):
+        """``y = x @ W + b``, or ``max(x @ W + b, 0)`` with ``relu`` (one fused pass for the
+        bias and the ReLU after the matrix product).
 
         Parameters
         ----------
         params : dict of arrays
         x : (n, fan_in) array
+        relu : bool
 
         Returns
         -------
@@ -184,13 +256,16 @@ class Dense:
         """
         self._x = x
         y = x @ params[self.W_name]
-        y += params[self.b_name]
-        return y
+        return add_bias(y, params[self.b_name], relu, impl=self._impl_for(y))
 
-    def backward(self, params: dict, dy, grads: dict, need_dx: bool = True):
+    def backward(self, params: dict, dy, grads: dict, need_dx: bool = True, relu_output=None):
         """Backward of ``y = x @ W + b``: ``dW = x^T dy``, ``db = sum_rows dy``, ``dx = dy W^T``.
 
-        Derivation: docs/derivations.md, "Dense layer".
+        With ``relu_output`` (the output of a ReLU applied to ``y``), ``dy`` is the gradient
+        with respect to that output and is first masked in place, ``dy * [relu_output > 0]``,
+        in the same pass as ``db``.
+
+        Derivation: docs/derivations.md, "Dense layer" (and "Activations" for the mask).
 
         Parameters
         ----------
@@ -199,16 +274,26 @@ class Dense:
             Gradient of the loss with respect to the layer output.
         grads : dict
             Receives ``grads[name + ".W"]`` (fan_in, fan_out) and ``grads[name + ".b"]``
-            (fan_out,).
+            (fan_out,). An entry already present is used as the output buffer and
+            overwritten in place (a model's reused gradient buffers, :class:`FlatArrays`).
         need_dx : bool
             False skips the input gradient (first layer of a network).
+        relu_output : (n, fan_out) array or None
 
         Returns
         -------
         dx : (n, fan_in) array, or None when ``need_dx`` is False
         """
-        grads[self.W_name] = self._x.T @ dy
-        grads[self.b_name] = dy.sum(axis=0)
+        xp = _xp(dy)
+        db = grads.get(self.b_name)
+        if db is None:
+            db = grads[self.b_name] = xp.empty(dy.shape[1], dtype=dy.dtype)
+        bias_grad(dy, db, relu_output, impl=self._impl_for(dy))
+        dW = grads.get(self.W_name)
+        if dW is None:
+            grads[self.W_name] = self._x.T @ dy
+        else:
+            xp.matmul(self._x.T, dy, out=dW)
         return dy @ params[self.W_name].T if need_dx else None
 
 
@@ -230,6 +315,8 @@ class MLP:
     heads : dict of str -> int
         Output width of each head, e.g. ``{"mu": k, "logvar": k}``.
     activation : {"relu", "tanh", "softplus"}
+    impl : {"cpu", "cuda", "reference"}
+        Kernel implementation of the layers' bias and ReLU passes (:class:`Dense`).
 
     Notes
     -----
@@ -237,16 +324,17 @@ class MLP:
     needs an extra encoder output (the regression model's ``logsigma``) adds a head.
     """
 
-    def __init__(self, prefix: str, input_dim: int, hidden, heads: dict, activation: str):
+    def __init__(self, prefix: str, input_dim: int, hidden, heads: dict, activation: str,
+                 impl: str = "cpu"):
         self.prefix = prefix
         self.layers = []
         self.activations = []
         fan_in = input_dim
         for i, width in enumerate(hidden):
-            self.layers.append(Dense(f"{prefix}.{i}", fan_in, int(width)))
+            self.layers.append(Dense(f"{prefix}.{i}", fan_in, int(width), impl))
             self.activations.append(make_activation(activation))
             fan_in = int(width)
-        self.heads = {head: Dense(f"{prefix}.{head}", fan_in, int(width))
+        self.heads = {head: Dense(f"{prefix}.{head}", fan_in, int(width), impl)
                       for head, width in heads.items()}
 
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
@@ -269,7 +357,10 @@ class MLP:
         """
         h = x
         for layer, activation in zip(self.layers, self.activations):
-            h = activation.forward(layer.forward(params, h), inplace=True)
+            if activation.name == "relu":
+                h = activation.cache_output(layer.forward(params, h, relu=True))
+            else:
+                h = activation.forward(layer.forward(params, h), inplace=True)
         return {head: layer.forward(params, h) for head, layer in self.heads.items()}
 
     def backward(self, params: dict, doutputs: dict, grads: dict, need_dx: bool = True):
@@ -284,7 +375,8 @@ class MLP:
             Gradient of the loss with respect to each head's output; a head left out does
             not enter the loss (its parameter gradients are zeros).
         grads : dict
-            Receives the gradient of every parameter of this network, by name.
+            Receives the gradient of every parameter of this network, by name (entries
+            already present are overwritten in place, see :meth:`Dense.backward`).
         need_dx : bool
             False skips the gradient with respect to the network input.
 
@@ -296,8 +388,11 @@ class MLP:
         dh = None
         for head, layer in self.heads.items():
             if head not in doutputs:
-                grads[layer.W_name] = _xp(params[layer.W_name]).zeros_like(params[layer.W_name])
-                grads[layer.b_name] = _xp(params[layer.b_name]).zeros_like(params[layer.b_name])
+                for name in (layer.W_name, layer.b_name):
+                    if name in grads:
+                        grads[name][...] = 0
+                    else:
+                        grads[name] = _xp(params[name]).zeros_like(params[name])
                 continue
             dh_head = layer.backward(params, doutputs[head], grads, need_dx=has_body or need_dx)
             if dh is None:
@@ -309,6 +404,12 @@ class MLP:
                 f"{self.prefix}: doutputs has no gradient for any head {list(self.heads)}"
             )
         for i in range(len(self.layers) - 1, -1, -1):
-            dpre = self.activations[i].backward(dh)
-            dh = self.layers[i].backward(params, dpre, grads, need_dx=(i > 0) or need_dx)
+            need = (i > 0) or need_dx
+            activation = self.activations[i]
+            if activation.name == "relu":
+                dh = self.layers[i].backward(params, dh, grads, need_dx=need,
+                                             relu_output=activation._y)
+            else:
+                dh = self.layers[i].backward(params, activation.backward(dh), grads,
+                                             need_dx=need)
         return dh

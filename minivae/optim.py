@@ -11,6 +11,13 @@ and device except :meth:`state_arrays` (to host) and the first step after
 ``impl`` names the kernel implementation (``"cpu"`` or ``"cuda"``, the backend's
 ``kernel_impl``; ``"reference"`` for the plain NumPy specification); only Adam has a
 fused kernel, the others are two or three array operations.
+
+Flat fast path: when the parameters and the gradients are both
+:class:`~minivae.nn.FlatArrays` with the same layout (a model's parameters and its reused
+gradient buffers), :meth:`Optimizer.step` updates all of them with one call over the
+flat buffers; the state is then kept in flat buffers too, and its per-name entries are
+views into them, so checkpoints and the per-name path see the same numbers. The update of
+every entry is the same arithmetic either way (bit-identical results).
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ import abc
 import numpy as np
 
 from .kernels import adam_step
+from .nn import FlatArrays
 from .validation import host_array
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+#: The name under which _update receives the whole flat buffer (flat fast path).
+_FLAT = object()
 
 
 def _array_module(array):
@@ -60,23 +70,52 @@ class Optimizer(abc.ABC):
         self.t = 0
         self._state: dict[str, dict] = {slot: {} for slot in self._slots}
         self._pending: dict[str, dict] = {slot: {} for slot in self._slots}
+        self._flat_state: dict | None = None  # slot -> flat buffer (and the layout), _flat_slots
+
+    def _load_slot(self, slot, name, param, xp):
+        """Loaded state for ``name`` (taken off the pending list) on ``param``'s device, or
+        None when there is none; the shape is checked against the parameter's."""
+        loaded = self._pending[slot].pop(name, None)
+        if loaded is None:
+            return None
+        if loaded.shape != param.shape:
+            raise ValueError(
+                f"loaded optimiser state {slot}.{name} has shape {loaded.shape} but the "
+                f"parameter has shape {param.shape}; the checkpoint is from another model"
+            )
+        return xp.asarray(loaded, dtype=param.dtype)
 
     def _slot(self, slot, name, param):
         """The ``slot`` array of parameter ``name``: zeros on first use, or the loaded state."""
+        if name is _FLAT:
+            return self._flat_state[slot]
         state = self._state[slot]
         if name not in state:
             xp = _array_module(param)
-            loaded = self._pending[slot].pop(name, None)
-            if loaded is None:
-                state[name] = xp.zeros_like(param)
-            else:
-                if loaded.shape != param.shape:
-                    raise ValueError(
-                        f"loaded optimiser state {slot}.{name} has shape {loaded.shape} but the "
-                        f"parameter has shape {param.shape}; the checkpoint is from another model"
-                    )
-                state[name] = xp.array(loaded, dtype=param.dtype, order="C")
+            loaded = self._load_slot(slot, name, param, xp)
+            state[name] = (xp.zeros_like(param) if loaded is None
+                           else xp.array(loaded, dtype=param.dtype, order="C"))
         return state[name]
+
+    def _flat_slots(self, params: FlatArrays) -> None:
+        """Make every slot one flat buffer laid out like ``params``; the per-name state
+        (existing or loaded) is copied in and becomes views into it."""
+        if self._flat_state is not None and self._flat_state["layout"] == params.layout:
+            return
+        xp = _array_module(params.flat)
+        shapes = dict(params.layout)
+        flat_state = {"layout": params.layout}
+        for slot in self._slots:
+            buffers = FlatArrays(xp, shapes, params.flat.dtype)
+            for name, view in buffers.items():
+                old = self._state[slot].get(name)
+                if old is None:
+                    old = self._load_slot(slot, name, params[name], xp)
+                if old is not None:
+                    view[...] = old
+                self._state[slot][name] = view
+            flat_state[slot] = buffers.flat
+        self._flat_state = flat_state
 
     def step(self, params: dict, grads: dict) -> None:
         """Update ``params[name]`` in place for every ``name`` in ``grads``.
@@ -98,6 +137,10 @@ class Optimizer(abc.ABC):
         for name, grad in grads.items():
             _check_grad(name, params[name], grad)
         self.t += 1
+        if isinstance(params, FlatArrays) and params.same_layout(grads):
+            self._flat_slots(params)
+            self._update(_FLAT, params.flat, grads.flat)
+            return
         for name, grad in grads.items():
             self._update(name, params[name], grad)
 
@@ -130,6 +173,7 @@ class Optimizer(abc.ABC):
                 "it was not written by state_arrays"
             )
         self.t = int(arrays["t"])
+        self._flat_state = None
         self._state = {slot: {} for slot in self._slots}
         self._pending = {slot: {} for slot in self._slots}
         for key, array in arrays.items():

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, TrainingDivergedError
+from .nn import FlatArrays
 from .optim import make_optimizer
 
 History = dict
@@ -116,7 +117,10 @@ def _nonfinite_counts(xp, arrays) -> list:
     One reduction and one device synchronisation in the common all-finite case; the
     per-array counts run only when that sum is not finite (or overflows).
     """
-    total = float(sum(xp.sum(array) for array in arrays.values()))
+    if isinstance(arrays, FlatArrays):
+        total = float(xp.sum(arrays.flat))
+    else:
+        total = float(sum(xp.sum(array) for array in arrays.values()))
     if math.isfinite(total):
         return []
     bad = []
@@ -305,7 +309,8 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
                     f"loss_and_grads returned no gradient for {missing}; it returned "
                     f"{list(grads)}"
                 )
-            update = {name: grads[name] for name in names}
+            update = (grads if isinstance(grads, FlatArrays) and list(grads) == names
+                      else {name: grads[name] for name in names})
             bad = _nonfinite_counts(xp, update)
             if bad:
                 listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)

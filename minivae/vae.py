@@ -39,7 +39,7 @@ from . import losses
 from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
-from .nn import ACTIVATIONS, MLP, sigmoid
+from .nn import ACTIVATIONS, MLP, FlatArrays, sigmoid
 from .validation import check_finite, numeric_host_array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -196,19 +196,22 @@ class VAE:
         self.device = self.backend.name
 
         k, D = self.latent_dim, self.input_dim
-        self.encoder = MLP("enc", D, self.hidden, self._encoder_heads(), activation)
+        self.encoder = MLP("enc", D, self.hidden, self._encoder_heads(), activation,
+                           impl=self.backend.kernel_impl)
         if likelihood == "bernoulli":
             decoder_heads = {"out": D}
         elif fixed_variance is None:
             decoder_heads = {"mean": D, "logvar": D}
         else:
             decoder_heads = {"mean": D}
-        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, activation)
+        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, activation,
+                           impl=self.backend.kernel_impl)
 
         init_rng = np.random.default_rng(self.seed)
         host_params = self.encoder.init_params(init_rng, self.dtype)
         host_params.update(self.decoder.init_params(init_rng, self.dtype))
-        self.params = {name: self.backend.asarray(value) for name, value in host_params.items()}
+        self.params = FlatArrays.copy_of(self.backend.xp, host_params, self.dtype)
+        self._grad_buffers = None
         self._rng = self.backend.rng(_derived_seed(self.seed, _STREAM_NOISE))
 
     # ---- configuration and state -----------------------------------------------------
@@ -333,13 +336,15 @@ class VAE:
         """
         return self.encoder.forward(self.params, X)
 
-    def _encoder_backward(self, dheads: dict) -> dict:
+    def _encoder_backward(self, dheads: dict, grads: dict | None = None) -> dict:
         """Encoder parameter gradients from the gradients of its head outputs.
 
         A head missing from ``dheads`` does not enter the loss: its parameter gradients
-        are zero. Derivation: docs/derivations.md, "Dense layer" and "Activations".
+        are zero. ``grads`` given: its entries are the output buffers (written in place)
+        and it is returned. Derivation: docs/derivations.md, "Dense layer" and
+        "Activations".
         """
-        grads = {}
+        grads = {} if grads is None else grads
         self.encoder.backward(self.params, dheads, grads, need_dx=False)
         return grads
 
@@ -357,7 +362,7 @@ class VAE:
         """``-log p(x | z)`` per row for device arrays ``Z`` (m, k), ``X`` (m, D); forward only."""
         return self._decoder_outputs_to_nll(self.decoder.forward(self.params, Z), X)
 
-    def _decoder_loss_and_grads(self, Z, X, scale=1.0):
+    def _decoder_loss_and_grads(self, Z, X, scale=1.0, grads=None):
         """Decoder negative log-likelihood and its gradients.
 
         Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits",
@@ -370,6 +375,8 @@ class VAE:
         X : (m, D) device array
         scale : float
             The gradients are those of ``scale * sum(nll)``.
+        grads : dict, optional
+            Output buffers for the decoder's parameter gradients (written in place).
 
         Returns
         -------
@@ -390,7 +397,7 @@ class VAE:
             doutputs = {"mean": dmean}
             if self.fixed_variance is None:
                 doutputs["logvar"] = dlogvar
-        grads = {}
+        grads = {} if grads is None else grads
         dZ = self.decoder.backward(self.params, doutputs, grads, need_dx=True)
         return nll, dZ, grads
 
@@ -421,8 +428,21 @@ class VAE:
         eps = None if eps is None else self._check_eps(eps, X.shape[0])
         return self._loss_and_grads_device(X, eps)
 
-    def _loss_and_grads_device(self, X, eps=None):
+    def _gradient_buffers(self) -> FlatArrays:
+        """The model's reused gradient arrays: views into one flat buffer laid out like
+        ``params``, so the optimiser updates every parameter in one kernel call."""
+        if self._grad_buffers is None or not self._grad_buffers.same_layout(self.params):
+            self._grad_buffers = FlatArrays(
+                self.backend.xp, {name: value.shape for name, value in self.params.items()},
+                self.dtype)
+        return self._grad_buffers
+
+    def _loss_and_grads_device(self, X, eps=None, reuse_buffers=False):
         """:meth:`loss_and_grads` on validated device data (the training step).
+
+        ``reuse_buffers=True`` writes the gradients into :meth:`_gradient_buffers` and
+        returns that :class:`~minivae.nn.FlatArrays` (overwritten by the next such call;
+        the trainer's choice); otherwise the gradients are fresh arrays.
 
         Derivation: docs/derivations.md, "The whole chain".
         """
@@ -444,8 +464,10 @@ class VAE:
         # gradient is that of (1 / (L n)) sum_{l,i} nll_il (docs/derivations.md,
         # "Bernoulli log-likelihood from logits" / "Gaussian log-likelihood").
         X_stacked = X if n_samples == 1 else self.backend.xp.concatenate([X] * n_samples)
+        grads = self._gradient_buffers() if reuse_buffers else {}
         nll, dz_stacked, grads = self._decoder_loss_and_grads(
-            z.reshape(n_samples * n, self.latent_dim), X_stacked, scale=1.0 / (n_samples * n))
+            z.reshape(n_samples * n, self.latent_dim), X_stacked, scale=1.0 / (n_samples * n),
+            grads=grads)
 
         # Forward 4: analytic KL(q(z|x) || N(0, I)) (docs/derivations.md, "KL divergence
         # to N(0, I)").
@@ -465,7 +487,9 @@ class VAE:
 
         # Backward 4: encoder heads and body (docs/derivations.md, "Dense layer",
         # "Activations").
-        grads.update(self._encoder_backward({"mu": dmu, "logvar": dlogvar}))
+        self._encoder_backward({"mu": dmu, "logvar": dlogvar}, grads)
+        if reuse_buffers:
+            return loss, grads
         return loss, {name: grads[name] for name in self.params}
 
     # ---- training ----------------------------------------------------------------------
@@ -516,7 +540,8 @@ class VAE:
                 return -float(self._elbo_device(X_val).mean())
 
         def batch_loss_and_grads(idx):
-            return self._loss_and_grads_device(X_train[self.backend.asarray(idx)])
+            return self._loss_and_grads_device(X_train[self.backend.asarray(idx)],
+                                               reuse_buffers=True)
 
         history = fit_loop(self, X_train.shape[0], batch_loss_and_grads, epochs=epochs,
                            batch_size=batch_size, optimizer=optimizer, lr=lr,

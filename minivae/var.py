@@ -439,10 +439,12 @@ class VARegressor:
         n_pixels = math.prod(self.image_shape_)
         k = self.latent_dim
         self.encoder = MLP("enc", n_pixels, self.hidden,
-                           {"mu": k, "logvar": k, "logsigma": 1}, self.activation)
+                           {"mu": k, "logvar": k, "logsigma": 1}, self.activation,
+                           impl=self.backend.kernel_impl)
         decoder_heads = ({"out": n_pixels} if self.likelihood == "bernoulli"
                          else {"mean": n_pixels, "logvar": n_pixels})
-        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, self.activation)
+        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, self.activation,
+                           impl=self.backend.kernel_impl)
         init_rng = np.random.default_rng(self.seed)
         host_params = self.encoder.init_params(init_rng, self.dtype)
         host_params.update(self.decoder.init_params(init_rng, self.dtype))
