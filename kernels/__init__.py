@@ -12,6 +12,7 @@ import them on first use. This package knows nothing of the model layer.
 """
 
 from .adam import adam_step
+from .bernoulli import bernoulli_nll_and_grad
 from .dense import add_bias, bias_grad
 from .rbf import rbf_grad_contract, rbf_matrix
 from .reparam import reparam_backward, reparam_forward
@@ -22,6 +23,7 @@ __all__ = [
     "IMPLS",
     "adam_step",
     "add_bias",
+    "bernoulli_nll_and_grad",
     "bias_grad",
     "rbf_grad_contract",
     "rbf_matrix",

@@ -98,6 +98,30 @@ def _float32_clamp_gap(logvar_block, count):
     return gap
 
 
+@numba.njit(inline="always", fastmath={"contract"})
+def exp32_parts(x):
+    """``(mantissa, bits)`` with ``exp(x) = mantissa * bits.view(float32)``, float32 ``x`` in
+    [_EXP32_MIN, _EXP32_MAX] (the caller clamps, and fixes up what it clamped).
+
+    Notes
+    -----
+    exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by
+    its Taylor polynomial to degree 7 (truncation below 6e-9 relative, a tenth of a float32
+    ulp) in Horner form, 2^k by writing k + 127 into a float32's exponent bits. Inlined into
+    the callers' loops (kernels/reparam.py, kernels/bernoulli.py), which vectorise; the
+    scaling by 2^k is left to a second loop over the bits viewed as float32.
+    """
+    k = np.floor(x * np.float32(_LOG2E) + np.float32(0.5))
+    r = (x - k * np.float32(_LN2_HI_32)) - k * np.float32(_LN2_LO_32)
+    p = r * np.float32(1.0 / 5040.0) + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    return p * r + np.float32(1.0), (np.int32(k) + np.int32(127)) << np.int32(23)
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _std_float32(logvar, start, count, std, scale_bits):
     """``std[:count] = exp(logvar[start:start + count] / 2)`` in float32 arithmetic.
@@ -106,10 +130,8 @@ def _std_float32(logvar, start, count, std, scale_bits):
 
     Notes
     -----
-    exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by
-    its Taylor polynomial to degree 7 (truncation below 6e-9 relative, a tenth of a float32
-    ulp) in Horner form, 2^k by writing k + 127 into a float32's exponent bits. Within
-    2 float32 ulp of NumPy's float32 exp (tests/test_reparam.py sweeps the range). The
+    The exp is :func:`exp32_parts`, within 2 float32 ulp of NumPy's float32 exp
+    (tests/test_reparam.py sweeps the range). The
     float32 counterpart of kernels/rbf.py's float64 ``_exp_nonpositive``, which costs
     about three times as much per entry (degree 13, four float64 lanes per vector).
     """
@@ -117,16 +139,7 @@ def _std_float32(logvar, start, count, std, scale_bits):
     for t in range(count):
         half = np.float32(0.5) * logvar_block[t]
         x = min(max(half, np.float32(_EXP32_MIN)), np.float32(_EXP32_MAX))
-        k = np.floor(x * np.float32(_LOG2E) + np.float32(0.5))
-        r = (x - k * np.float32(_LN2_HI_32)) - k * np.float32(_LN2_LO_32)
-        p = r * np.float32(1.0 / 5040.0) + np.float32(1.0 / 720.0)
-        p = p * r + np.float32(1.0 / 120.0)
-        p = p * r + np.float32(1.0 / 24.0)
-        p = p * r + np.float32(1.0 / 6.0)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1.0)
-        std[t] = p * r + np.float32(1.0)
-        scale_bits[t] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        std[t], scale_bits[t] = exp32_parts(x)
     scale = scale_bits.view(np.float32)
     for t in range(count):
         std[t] *= scale[t]

@@ -361,7 +361,62 @@ class MLP:
                 h = activation.cache_output(layer.forward(params, h, relu=True))
             else:
                 h = activation.forward(layer.forward(params, h), inplace=True)
-        return {head: layer.forward(params, h) for head, layer in self.heads.items()}
+        if len(self.heads) == 1:
+            return {head: layer.forward(params, h) for head, layer in self.heads.items()}
+        return self._heads_forward(params, h)
+
+    def _heads_forward(self, params: dict, h) -> dict:
+        """Every head from one product with the heads' weights side by side.
+
+        ``h @ [W_1 W_2 ...] + [b_1 b_2 ...]`` is one matrix product instead of one per
+        head (the VAE's ``mu`` and ``logvar`` heads: one 400 x 40 product instead of two
+        400 x 20 ones); the outputs are copied out as contiguous arrays.
+        """
+        xp = _xp(h)
+        layers = list(self.heads.values())
+        W = xp.concatenate([params[layer.W_name] for layer in layers], axis=1)
+        b = xp.concatenate([params[layer.b_name] for layer in layers])
+        out = h @ W
+        add_bias(out, b, False, impl=layers[0]._impl_for(out))
+        self._heads_cache = (h, W)
+        outputs, start = {}, 0
+        for head, layer in self.heads.items():
+            outputs[head] = xp.ascontiguousarray(out[:, start : start + layer.fan_out])
+            start += layer.fan_out
+        return outputs
+
+    def _heads_backward(self, doutputs: dict, grads: dict, need_dx: bool):
+        """Backward of :meth:`_heads_forward`: the heads' output gradients side by side
+        (zeros for a head absent from ``doutputs``) give every head's ``dW`` and ``db`` from
+        one product and one column sum, and ``dh = sum_head dout_head W_head^T`` from one
+        product. Derivation: docs/derivations.md, "Dense layer"."""
+        h, W = self._heads_cache
+        xp = _xp(h)
+        dout = xp.zeros((h.shape[0], W.shape[1]), dtype=W.dtype)
+        start = 0
+        for head, layer in self.heads.items():
+            if head in doutputs:
+                if tuple(doutputs[head].shape) != (h.shape[0], layer.fan_out):
+                    raise ValueError(
+                        f"{self.prefix}: the gradient of head {head!r} has shape "
+                        f"{tuple(doutputs[head].shape)}; expected {(h.shape[0], layer.fan_out)}"
+                    )
+                dout[:, start : start + layer.fan_out] = doutputs[head]
+            start += layer.fan_out
+        db = xp.empty(W.shape[1], dtype=W.dtype)
+        layers = list(self.heads.values())
+        bias_grad(dout, db, impl=layers[0]._impl_for(dout))
+        dW = h.T @ dout
+        start = 0
+        for layer in layers:
+            stop = start + layer.fan_out
+            for name, block in ((layer.W_name, dW[:, start:stop]), (layer.b_name, db[start:stop])):
+                if name in grads:
+                    grads[name][...] = block
+                else:
+                    grads[name] = xp.ascontiguousarray(block)
+            start = stop
+        return dout @ W.T if need_dx else None
 
     def backward(self, params: dict, doutputs: dict, grads: dict, need_dx: bool = True):
         """Backward through the heads and the body.
@@ -385,8 +440,17 @@ class MLP:
         dx : (n, input_dim) array, or None when ``need_dx`` is False
         """
         has_body = bool(self.layers)
-        dh = None
-        for head, layer in self.heads.items():
+        if not any(head in doutputs for head in self.heads) and has_body:
+            raise ValueError(
+                f"{self.prefix}: doutputs has no gradient for any head {list(self.heads)}"
+            )
+        if len(self.heads) > 1:
+            dh = self._heads_backward(doutputs, grads, has_body or need_dx)
+            head_items = ()
+        else:
+            dh = None
+            head_items = self.heads.items()
+        for head, layer in head_items:
             if head not in doutputs:
                 for name in (layer.W_name, layer.b_name):
                     if name in grads:
@@ -399,10 +463,6 @@ class MLP:
                 dh = dh_head
             elif dh_head is not None:
                 dh += dh_head
-        if dh is None and has_body:
-            raise ValueError(
-                f"{self.prefix}: doutputs has no gradient for any head {list(self.heads)}"
-            )
         for i in range(len(self.layers) - 1, -1, -1):
             need = (i > 0) or need_dx
             activation = self.activations[i]

@@ -388,7 +388,8 @@ class VAE:
         """
         outputs = self.decoder.forward(self.params, Z)
         if self.likelihood == "bernoulli":
-            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], X, scale)
+            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], X, scale,
+                                                          impl=self.backend.kernel_impl)
             doutputs = {"out": dlogits}
         else:
             logvar = self._decoder_logvar(outputs)

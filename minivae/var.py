@@ -500,7 +500,8 @@ class VARegressor:
         """
         outputs = self.decoder.forward(self.params, Z)
         if self.likelihood == "bernoulli":
-            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], Y, scale)
+            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], Y, scale,
+                                                          impl=self.backend.kernel_impl)
             doutputs = {"out": dlogits}
         else:
             nll = losses.gaussian_nll(outputs["mean"], outputs["logvar"], Y)
