@@ -9,6 +9,15 @@
 
 Implementations (same signature, ``impl=`` picks): ``reference`` (NumPy, this file),
 ``cpu`` (Numba, one pass over memory) and ``cuda`` (Numba-CUDA grid-stride loop).
+
+Subnormal moments are flushed to zero: after the update, an ``m`` entry with
+``|m| < tiny`` and a ``v`` entry with ``v < tiny`` (``tiny``: the dtype's smallest normal
+number, 1.2e-38 in float32) become 0. Without it, a parameter whose gradient stays 0 (a
+dead ReLU unit, an always-blank pixel's weights) has ``m`` decay by ``beta1`` a step into
+the subnormal range after about 800 steps, and arithmetic on subnormals is 10-100x slower
+on x86: measured on the 784-400-20 VAE trained on one batch, the Adam step went from
+0.45 ms to 5 ms at step 800 (64,012 subnormal entries of 652,824). The change to the
+parameter update is below ``lr * tiny / eps``, ~1e-33, far under float32 resolution.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ def adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t):
     m += (1 - beta1) * grad
     v *= beta2
     v += (1 - beta2) * grad * grad
+    tiny = np.finfo(m.dtype).tiny
+    m[abs(m) < tiny] = 0
+    v[v < tiny] = 0
     step = lr / (1 - beta1**t)
     denom = np.sqrt(v / (1 - beta2**t)) + eps
     param -= step * m / denom
@@ -59,7 +71,7 @@ def _check_arrays(param, grad, m, v):
 def _scalars(dtype, lr, beta1, beta2, eps, t):
     """The loop constants, in the arrays' dtype, computed once per step in float64.
 
-    Returns ``(step, inv_sqrt_bc2, beta1, beta2, 1 - beta1, 1 - beta2, eps)`` with
+    Returns ``(step, inv_sqrt_bc2, beta1, beta2, 1 - beta1, 1 - beta2, eps, tiny)`` with
     ``step = lr / (1 - beta1^t)`` and ``inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t)``, so that
     the per-element update is ``param -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps)``,
     algebraically the reference's ``step * m / (sqrt(v / (1 - beta2^t)) + eps)``.
@@ -69,16 +81,21 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
     cast = np.dtype(dtype).type
     step = lr / (1.0 - beta1**t)
     inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
-    constants = (step, inv_sqrt_bc2, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps)
+    tiny = float(np.finfo(dtype).tiny)  # moments below it are flushed to 0
+    constants = (step, inv_sqrt_bc2, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps, tiny)
     return tuple(cast(constant) for constant in constants)
 
 
 @njit(inline="always")
 def _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                  one_m_beta2, eps):
+                  one_m_beta2, eps, tiny):
     g = grad[i]
     m_i = beta1 * m[i] + one_m_beta1 * g
     v_i = beta2 * v[i] + one_m_beta2 * g * g
+    if abs(m_i) < tiny:  # flush subnormals (module docstring); False for NaN
+        m_i = tiny - tiny
+    if v_i < tiny:
+        v_i = tiny - tiny
     m[i] = m_i
     v[i] = v_i
     param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
@@ -99,18 +116,18 @@ _PARALLEL_MIN_ENTRIES = 1 << 18
 # with bit-identical results.
 @njit(parallel=True, fastmath=False, cache=True, error_model="numpy")
 def _adam_cpu_parallel(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                       one_m_beta2, eps):
+                       one_m_beta2, eps, tiny):
     for i in prange(param.size):
         _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                      one_m_beta2, eps)
+                      one_m_beta2, eps, tiny)
 
 
 @njit(fastmath=False, cache=True, error_model="numpy")
 def _adam_cpu_serial(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                     one_m_beta2, eps):
+                     one_m_beta2, eps, tiny):
     for i in range(param.size):
         _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                      one_m_beta2, eps)
+                      one_m_beta2, eps, tiny)
 
 
 def adam_step_cpu(param, grad, m, v, lr, beta1, beta2, eps, t):
@@ -134,7 +151,7 @@ _cuda_kernel = None
 
 
 def _adam_cuda_body(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                    one_m_beta2, eps):
+                    one_m_beta2, eps, tiny):
     """One thread's share of the step: a grid-stride loop over the flat arrays."""
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -142,6 +159,10 @@ def _adam_cuda_body(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_b
         g = grad[i]
         m_i = beta1 * m[i] + one_m_beta1 * g
         v_i = beta2 * v[i] + one_m_beta2 * g * g
+        if abs(m_i) < tiny:  # flush subnormals (module docstring); False for NaN
+            m_i = tiny - tiny
+        if v_i < tiny:
+            v_i = tiny - tiny
         m[i] = m_i
         v[i] = v_i
         param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)

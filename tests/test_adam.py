@@ -88,6 +88,27 @@ def test_first_step_from_zero_state_is_lr_times_sign(impl):
     np.testing.assert_allclose(v, (1 - 0.999) * grad * grad, rtol=1e-15)
 
 
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_moments_are_flushed_to_zero(impl, dtype):
+    """A zero gradient decays m by beta1 a step; once below the smallest normal number the
+    moment is set to 0 instead of becoming subnormal (10-100x slower arithmetic on x86)."""
+    tiny = np.finfo(dtype).tiny
+    # entries: decays below tiny; stays just above; negative, decays below; a live gradient
+    m = np.array([1.05 * tiny, 1.2 * tiny, -1.05 * tiny, 0.0], dtype=dtype)
+    v = np.array([1.0005 * tiny, 2.0 * tiny, 0.0, 0.0], dtype=dtype)
+    grad = np.array([0.0, 0.0, 0.0, 0.5], dtype=dtype)
+    param = np.ones(4, dtype=dtype)
+    adam_step(param, grad, m, v, lr=0.1, t=3, impl=impl)
+    beta1, beta2 = dtype(0.9), dtype(0.999)
+    assert m[0] == 0 and m[2] == 0 and v[0] == 0 and v[2] == 0
+    assert m[1] == beta1 * dtype(1.2 * tiny) and m[1] >= tiny
+    assert v[1] == beta2 * dtype(2.0 * tiny) and v[1] >= tiny
+    assert m[3] == dtype(1 - 0.9) * dtype(0.5) and v[3] == dtype(1 - 0.999) * dtype(0.5) * dtype(0.5)
+    subnormal = (m != 0) & (np.abs(m) < tiny) | (v != 0) & (v < tiny)
+    assert not subnormal.any()
+
+
 @pytest.mark.parametrize("impl", ["cpu", "cuda"])
 def test_updates_the_callers_arrays_in_place(impl, rng):
     param, m, v = _state(rng, (6, 4), np.float32)
