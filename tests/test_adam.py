@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from minivae.kernels import adam_step
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
