@@ -200,7 +200,7 @@ def cuda_event_timer(cupy) -> Callable:
     return time_call
 
 
-def time_interleaved(calls: dict, repeats: int, warmup: int = 1) -> dict:
+def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1) -> dict:
     """Time several callables round-robin; return ``{label: summarize(seconds)}``.
 
     Parameters
@@ -209,17 +209,28 @@ def time_interleaved(calls: dict, repeats: int, warmup: int = 1) -> dict:
         ``timer(fn)`` returns the seconds of one call (:func:`wall_timer`, or a
         :func:`cuda_event_timer`).
     repeats : int
-        Timed calls of each callable.
+        Timed calls of each callable (rounded down to a multiple of ``block``; a block
+        longer than ``repeats`` is cut to it).
     warmup : int
         Untimed calls of each callable first (compilation, caches, allocator).
+    block : int
+        Consecutive calls of one callable per turn. 1 alternates call by call; more keeps
+        one library's thread pools from running straight into another's: measured on
+        the VAE step, a minivae step that follows a PyTorch step call by call takes 3.56
+        instead of 3.11 ms (PyTorch's OpenMP threads are still awake and compete with
+        OpenBLAS's and Numba's on the two cores), while blocks of 10 give 3.11 ms with
+        or without PyTorch in the process (docs/performance.md, "How the numbers are
+        taken").
     """
     for _ in range(warmup):
         for fn, _timer in calls.values():
             fn()
     samples = {label: [] for label in calls}
-    for _ in range(repeats):
+    block = max(1, min(block, repeats))
+    for _ in range(max(1, repeats // block)):
         for label, (fn, timer) in calls.items():
-            samples[label].append(timer(fn))
+            for _ in range(block):
+                samples[label].append(timer(fn))
     return {label: summarize(values) for label, values in samples.items()}
 
 
@@ -249,11 +260,12 @@ class Group:
     rows: list
     repeats: int
     memory_rows: list = field(default_factory=list)
+    block: int = 1  # consecutive calls per turn, see time_interleaved
 
 
 def run_group(group: Group, warmup: int) -> list:
     """Measure ``group`` and return its :class:`Row` objects filled in."""
-    stats = time_interleaved(group.calls, group.repeats, warmup)
+    stats = time_interleaved(group.calls, group.repeats, warmup, group.block)
     filled = []
     for row, ours_label, baseline_label in group.rows:
         if row.skipped is None:
@@ -486,7 +498,7 @@ def _vae_group(sizes: Sizes) -> Group:
          "ours", "matmuls"),
     ]
     return Group(f"VAE training step {D}-{H}-{K}, batch {batch}", calls, rows,
-                 sizes.repeats_fast)
+                 sizes.repeats_fast, block=10)
 
 
 def _reparam_inputs(xp_asarray, sizes: Sizes):

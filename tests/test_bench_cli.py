@@ -199,6 +199,18 @@ def test_gpu_groups_run_under_the_cuda_simulator(tmp_path, capsys):
     assert "Numba CUDA simulator" in capsys.readouterr().out
 
 
+def test_time_interleaved_runs_blocks_in_turn():
+    order = []
+    calls = {label: (lambda label=label: order.append(label), lambda fn: (fn(), 1.0)[1])
+             for label in ("a", "b")}
+    stats = bench.time_interleaved(calls, repeats=6, warmup=1, block=3)
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert stats["a"]["n"] == stats["b"]["n"] == 6
+    order.clear()
+    bench.time_interleaved(calls, repeats=2, warmup=0, block=10)  # block cut to repeats
+    assert order == ["a", "a", "b", "b"]
+
+
 def test_summarize_matches_numpy_quartiles():
     samples = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
     stats = bench.summarize(samples)
