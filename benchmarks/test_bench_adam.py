@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from numba import njit, prange
 
+from minivae.bench import numpy_adam_textbook
 from minivae.kernels import adam_step
 
 N_PARAMS = 1_000_000
@@ -38,12 +39,23 @@ def _stepper(impl, arrays):
     steps = itertools.count(1)
 
     def one_step():
-        adam_step(*arrays, t=next(steps), impl=impl, **HYPER)
+        if impl == "textbook":
+            numpy_adam_textbook(*arrays, t=next(steps), **HYPER)
+        else:
+            adam_step(*arrays, t=next(steps), impl=impl, **HYPER)
 
     return one_step
 
 
+def test_adam_numpy_textbook(benchmark, adam_arrays):
+    """The baseline: the plain NumPy update without minivae's subnormal flush."""
+    benchmark.group = "adam-step-1M-float32"
+    benchmark(_stepper("textbook", adam_arrays))
+    assert np.all(np.isfinite(adam_arrays[0]))
+
+
 def test_adam_numpy_reference(benchmark, adam_arrays):
+    """minivae's NumPy specification (with the subnormal flush), for comparison."""
     benchmark.group = "adam-step-1M-float32"
     benchmark(_stepper("reference", adam_arrays))
     assert np.all(np.isfinite(adam_arrays[0]))

@@ -537,8 +537,26 @@ def _reparam_group(sizes: Sizes) -> Group:
                  sizes.repeats_fast)
 
 
+def numpy_adam_textbook(param, grad, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1):
+    """The plain NumPy Adam update a user would write (Kingma & Ba, Algorithm 1), in place.
+
+    The baseline of the Adam row. minivae's reference (``adam_step(impl="reference")``)
+    also flushes subnormal moments to zero (kernels/adam.py), which costs NumPy three more
+    passes (about 1.3 ms of 6.5 ms at 1M float32); the baseline leaves that out, so the
+    ratio is against the textbook update, not against minivae's specification.
+    """
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad * grad
+    param -= (lr / (1 - beta1**t)) * m / (np.sqrt(v / (1 - beta2**t)) + eps)
+
+
 def _adam_fn(impl: str, xp_asarray, n_params: int) -> Callable:
-    """One in-place Adam step per call on its own arrays; the step count keeps growing."""
+    """One in-place Adam step per call on its own arrays; the step count keeps growing.
+
+    ``impl="textbook"`` is :func:`numpy_adam_textbook`; the others go to ``adam_step``.
+    """
     from .kernels import adam_step
 
     rng = np.random.default_rng(0)
@@ -548,7 +566,10 @@ def _adam_fn(impl: str, xp_asarray, n_params: int) -> Callable:
 
     def step():
         step_count[0] += 1
-        adam_step(param, grad, m, v, lr=1e-3, t=step_count[0], impl=impl)
+        if impl == "textbook":
+            numpy_adam_textbook(param, grad, m, v, lr=1e-3, t=step_count[0])
+        else:
+            adam_step(param, grad, m, v, lr=1e-3, t=step_count[0], impl=impl)
 
     return step
 
@@ -558,10 +579,10 @@ def _adam_group(sizes: Sizes) -> Group:
     n = sizes.adam_params
     calls = {
         "ours": (_adam_fn("cpu", np.asarray, n), wall_timer),
-        "numpy": (_adam_fn("reference", np.asarray, n), wall_timer),
+        "numpy": (_adam_fn("textbook", np.asarray, n), wall_timer),
     }
     rows = [(Row(f"Adam step {n:,} f32", "adam_step(impl='cpu')",
-                 "the plain NumPy update (impl='reference')",
+                 "the plain NumPy update (textbook Adam, no subnormal flush)",
                  Target("faster", 3.0, ">= 3x faster")),
              "ours", "numpy")]
     return Group(f"Adam step over {n:,} float32 parameters", calls, rows, sizes.repeats_fast)

@@ -76,6 +76,11 @@ class ReLU:
         self._y = y
         return y
 
+    @property
+    def output(self):
+        """The last forward output (its sign is the backward's mask)."""
+        return self._y
+
     def forward(self, x, inplace=False):
         """(n, d) -> (n, d); caches the output (its sign is the mask).
 
@@ -446,29 +451,23 @@ class MLP:
             )
         if len(self.heads) > 1:
             dh = self._heads_backward(doutputs, grads, has_body or need_dx)
-            head_items = ()
         else:
-            dh = None
-            head_items = self.heads.items()
-        for head, layer in head_items:
-            if head not in doutputs:
+            (head, layer), = self.heads.items()
+            if head in doutputs:
+                dh = layer.backward(params, doutputs[head], grads, need_dx=has_body or need_dx)
+            else:  # no body (checked above): the head's gradients are zero, no input gradient
+                dh = None
                 for name in (layer.W_name, layer.b_name):
                     if name in grads:
                         grads[name][...] = 0
                     else:
                         grads[name] = _xp(params[name]).zeros_like(params[name])
-                continue
-            dh_head = layer.backward(params, doutputs[head], grads, need_dx=has_body or need_dx)
-            if dh is None:
-                dh = dh_head
-            elif dh_head is not None:
-                dh += dh_head
         for i in range(len(self.layers) - 1, -1, -1):
             need = (i > 0) or need_dx
             activation = self.activations[i]
             if activation.name == "relu":
                 dh = self.layers[i].backward(params, dh, grads, need_dx=need,
-                                             relu_output=activation._y)
+                                             relu_output=activation.output)
             else:
                 dh = self.layers[i].backward(params, activation.backward(dh), grads,
                                              need_dx=need)

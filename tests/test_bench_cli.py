@@ -211,6 +211,22 @@ def test_time_interleaved_runs_blocks_in_turn():
     assert order == ["a", "a", "b", "b"]
 
 
+def test_adam_baseline_is_the_textbook_update():
+    """The Adam row's baseline computes what minivae's reference does where no moment is
+    subnormal (the reference's one addition, the flush, is what it leaves out)."""
+    from minivae.kernels import adam_step
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.uniform(0.5, 1.5, 50) for _ in range(4)]
+    textbook = [a.copy() for a in arrays]
+    reference = [a.copy() for a in arrays]
+    for t in (1, 2, 3):
+        bench.numpy_adam_textbook(*textbook, lr=0.1, t=t)
+        adam_step(*reference, lr=0.1, t=t, impl="reference")
+    for mine, theirs in zip(textbook, reference):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=0)
+
+
 def test_summarize_matches_numpy_quartiles():
     samples = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
     stats = bench.summarize(samples)
