@@ -16,10 +16,10 @@ import itertools
 
 import numpy as np
 import pytest
+from minivae.kernels import adam_step
 from numba import njit, prange
 
 from minivae.bench import numpy_adam_textbook
-from minivae.kernels import adam_step
 
 N_PARAMS = 1_000_000
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
