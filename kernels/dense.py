@@ -14,9 +14,12 @@ arithmetic. One fused pass is 3-5x faster (docs/performance.md, "VAE training st
 
 Implementations (same signature, ``impl=`` picks): ``reference`` (NumPy, this file;
 works on CuPy arrays too), ``cpu`` (Numba: one pass row by row, each row's loop
-vectorised; single-threaded, the arrays are a few hundred kB) and ``cuda``
-(Numba-CUDA: one thread per column walking down the rows, so a warp reads one contiguous
-stretch of a row at a time, and the column sum needs no reduction across threads).
+vectorised; single-threaded, the arrays are a few hundred kB) and ``cuda`` (Numba-CUDA:
+the bias add is a grid-stride loop over the entries; the bias gradient has one thread per
+column walking down the rows, so a warp reads one contiguous stretch of a row at a time
+and the column sum needs no reduction across threads — few threads for narrow layers and
+long loops for large batches; a row-blocked version with a second reduction step would
+fill a GPU better, see docs/gpu.md).
 
 NaN propagates as in the reference: ``max(NaN, 0)`` is NaN, and a NaN gradient stays NaN
 even where the mask is 0 (``NaN * 0``), so the trainer's divergence guard still sees it.
@@ -136,10 +139,15 @@ def bias_grad_cpu(dy, db, relu_output=None):
 
 
 def _check_like(relu_output, dy):
-    if relu_output.shape != dy.shape or relu_output.dtype != dy.dtype:
+    if relu_output.shape != dy.shape:
         raise ValueError(
-            f"relu_output has shape {tuple(relu_output.shape)} ({relu_output.dtype}) but dy "
-            f"has {tuple(dy.shape)} ({dy.dtype}); pass the layer's forward output"
+            f"relu_output has shape {tuple(relu_output.shape)} but dy has "
+            f"{tuple(dy.shape)}; pass the ReLU's forward output for this batch"
+        )
+    if relu_output.dtype != dy.dtype:
+        raise ValueError(
+            f"relu_output ({relu_output.dtype}) and dy ({dy.dtype}) must share one float "
+            "dtype; cast dy with .astype(relu_output.dtype) or use impl='reference'"
         )
     if not relu_output.flags.c_contiguous:
         raise ValueError("relu_output must be C-contiguous; pass the layer's forward output")
@@ -160,13 +168,13 @@ def _cuda_kernels():
         @cuda.jit
         def add_bias(y, b, relu, zero):
             n, m = y.shape
-            for j in range(cuda.grid(1), m, cuda.gridsize(1)):
-                bias = b[j]
-                for i in range(n):
-                    value = y[i, j] + bias
-                    if relu and value < zero:  # False for NaN: NaN stays
-                        value = zero
-                    y[i, j] = value
+            for flat in range(cuda.grid(1), n * m, cuda.gridsize(1)):
+                i = flat // m
+                j = flat - i * m
+                value = y[i, j] + b[j]
+                if relu and value < zero:  # False for NaN: NaN stays
+                    value = zero
+                y[i, j] = value
 
         @cuda.jit
         def bias_grad(dy, db, relu_output, masked, zero, one):
@@ -186,10 +194,11 @@ def _cuda_kernels():
     return _CUDA
 
 
-def _cuda_launch(kernel, n_columns, *args):
-    """One thread per column; on NumPy arrays under Numba's CUDA simulator, on CuPy arrays
-    on the GPU on CuPy's current stream."""
-    blocks = max(1, min(_MAX_BLOCKS, -(-n_columns // _THREADS_PER_BLOCK)))
+def _cuda_launch(kernel, n_threads, *args):
+    """``n_threads`` threads' worth of blocks (at most _MAX_BLOCKS; the kernels stride);
+    on NumPy arrays under Numba's CUDA simulator, on CuPy arrays on the GPU on CuPy's
+    current stream."""
+    blocks = max(1, min(_MAX_BLOCKS, -(-n_threads // _THREADS_PER_BLOCK)))
     if isinstance(args[0], np.ndarray):
         kernel[blocks, _THREADS_PER_BLOCK](*args)
         return
@@ -200,10 +209,11 @@ def _cuda_launch(kernel, n_columns, *args):
 
 
 def add_bias_cuda(y, b, relu=False):
-    """Numba-CUDA implementation of :func:`add_bias_reference`: one thread per column."""
+    """Numba-CUDA implementation of :func:`add_bias_reference`: a grid-stride loop over
+    the entries (consecutive threads, consecutive entries of a row)."""
     _check(y, b, "y", "b")
     if y.size:
-        _cuda_launch(_cuda_kernels()["add_bias"], y.shape[1], y, b, bool(relu),
+        _cuda_launch(_cuda_kernels()["add_bias"], y.size, y, b, bool(relu),
                      y.dtype.type(0))
     return y
 

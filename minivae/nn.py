@@ -185,14 +185,29 @@ class FlatArrays(dict):
         return (isinstance(other, FlatArrays) and other.layout == self.layout
                 and other.flat.dtype == self.flat.dtype)
 
+    def __copy__(self):
+        return FlatArrays.copy_of(_xp(self.flat), self, self.flat.dtype)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce__(self):
+        return _flat_arrays_from, (dict(self),)
+
     def _refuse(self, *args, **kwargs):
         raise TypeError(
             "these arrays are views into one flat buffer; write into them in place "
             "(arrays[name][...] = value) instead of rebinding or removing a name"
         )
 
-    __setitem__ = __delitem__ = _refuse
+    __setitem__ = __delitem__ = __ior__ = _refuse
     pop = popitem = clear = update = setdefault = _refuse
+
+
+def _flat_arrays_from(arrays: dict) -> FlatArrays:
+    """Rebuild a :class:`FlatArrays` from named arrays (unpickling)."""
+    first = next(iter(arrays.values()))
+    return FlatArrays.copy_of(_xp(first), arrays, first.dtype)
 
 
 def make_activation(name: str):
@@ -226,8 +241,15 @@ class Dense:
         self.b_name = name + ".b"
         self.impl = impl
 
-    def _impl_for(self, x):
-        if self.impl == "cpu" and not isinstance(x, np.ndarray):
+    def _impl_for(self, *arrays):
+        """The kernel implementation for these arrays: the layer's, unless they are not
+        all C-contiguous arrays of one dtype (then the array-generic reference, which
+        broadcasts and casts as NumPy does), or "cpu" meets CuPy arrays."""
+        first = arrays[0]
+        if any(a is not None and (a.dtype != first.dtype or not a.flags.c_contiguous)
+               for a in arrays):
+            return "reference"
+        if self.impl == "cpu" and not isinstance(first, np.ndarray):
             return "reference"
         return self.impl
 
@@ -261,7 +283,8 @@ class Dense:
         """
         self._x = x
         y = x @ params[self.W_name]
-        return add_bias(y, params[self.b_name], relu, impl=self._impl_for(y))
+        b = params[self.b_name]
+        return add_bias(y, b, relu, impl=self._impl_for(y, b))
 
     def backward(self, params: dict, dy, grads: dict, need_dx: bool = True, relu_output=None):
         """Backward of ``y = x @ W + b``: ``dW = x^T dy``, ``db = sum_rows dy``, ``dx = dy W^T``.
@@ -279,8 +302,8 @@ class Dense:
             Gradient of the loss with respect to the layer output.
         grads : dict
             Receives ``grads[name + ".W"]`` (fan_in, fan_out) and ``grads[name + ".b"]``
-            (fan_out,). An entry already present is used as the output buffer and
-            overwritten in place (a model's reused gradient buffers, :class:`FlatArrays`).
+            (fan_out,) as new arrays; a :class:`FlatArrays` (a model's reused gradient
+            buffers) is written in place instead.
         need_dx : bool
             False skips the input gradient (first layer of a network).
         relu_output : (n, fan_out) array or None
@@ -290,15 +313,16 @@ class Dense:
         dx : (n, fan_in) array, or None when ``need_dx`` is False
         """
         xp = _xp(dy)
-        db = grads.get(self.b_name)
-        if db is None:
-            db = grads[self.b_name] = xp.empty(dy.shape[1], dtype=dy.dtype)
-        bias_grad(dy, db, relu_output, impl=self._impl_for(dy))
-        dW = grads.get(self.W_name)
-        if dW is None:
-            grads[self.W_name] = self._x.T @ dy
+        buffers = isinstance(grads, FlatArrays)
+        if buffers:
+            db = grads[self.b_name]
         else:
-            xp.matmul(self._x.T, dy, out=dW)
+            db = grads[self.b_name] = xp.empty(dy.shape[1], dtype=dy.dtype)
+        bias_grad(dy, db, relu_output, impl=self._impl_for(dy, db, relu_output))
+        if buffers:
+            xp.matmul(self._x.T, dy, out=grads[self.W_name])
+        else:
+            grads[self.W_name] = self._x.T @ dy
         return dy @ params[self.W_name].T if need_dx else None
 
 
@@ -382,7 +406,7 @@ class MLP:
         W = xp.concatenate([params[layer.W_name] for layer in layers], axis=1)
         b = xp.concatenate([params[layer.b_name] for layer in layers])
         out = h @ W
-        add_bias(out, b, False, impl=layers[0]._impl_for(out))
+        add_bias(out, b, False, impl=layers[0]._impl_for(out, b))
         self._heads_cache = (h, W)
         outputs, start = {}, 0
         for head, layer in self.heads.items():
@@ -410,13 +434,13 @@ class MLP:
             start += layer.fan_out
         db = xp.empty(W.shape[1], dtype=W.dtype)
         layers = list(self.heads.values())
-        bias_grad(dout, db, impl=layers[0]._impl_for(dout))
+        bias_grad(dout, db, impl=layers[0]._impl_for(dout, db))
         dW = h.T @ dout
         start = 0
         for layer in layers:
             stop = start + layer.fan_out
             for name, block in ((layer.W_name, dW[:, start:stop]), (layer.b_name, db[start:stop])):
-                if name in grads:
+                if isinstance(grads, FlatArrays):
                     grads[name][...] = block
                 else:
                     grads[name] = xp.ascontiguousarray(block)
@@ -435,8 +459,8 @@ class MLP:
             Gradient of the loss with respect to each head's output; a head left out does
             not enter the loss (its parameter gradients are zeros).
         grads : dict
-            Receives the gradient of every parameter of this network, by name (entries
-            already present are overwritten in place, see :meth:`Dense.backward`).
+            Receives the gradient of every parameter of this network, by name (written in
+            place when it is a :class:`FlatArrays`, see :meth:`Dense.backward`).
         need_dx : bool
             False skips the gradient with respect to the network input.
 
@@ -458,7 +482,7 @@ class MLP:
             else:  # no body (checked above): the head's gradients are zero, no input gradient
                 dh = None
                 for name in (layer.W_name, layer.b_name):
-                    if name in grads:
+                    if isinstance(grads, FlatArrays):
                         grads[name][...] = 0
                     else:
                         grads[name] = _xp(params[name]).zeros_like(params[name])

@@ -112,6 +112,12 @@ class Optimizer(abc.ABC):
                 if old is None:
                     old = self._load_slot(slot, name, params[name], xp)
                 if old is not None:
+                    if tuple(old.shape) != tuple(view.shape):
+                        raise ValueError(
+                            f"optimiser state {slot}.{name} has shape {tuple(old.shape)} but "
+                            f"the parameter has shape {tuple(view.shape)}; this optimiser "
+                            "(or its checkpoint) belongs to another model"
+                        )
                     view[...] = old
                 self._state[slot][name] = view
             flat_state[slot] = buffers.flat

@@ -117,10 +117,11 @@ def _nonfinite_counts(xp, arrays) -> list:
     One reduction and one device synchronisation in the common all-finite case; the
     per-array counts run only when that sum is not finite (or overflows).
     """
-    if isinstance(arrays, FlatArrays):
-        total = float(xp.sum(arrays.flat))
-    else:
-        total = float(sum(xp.sum(array) for array in arrays.values()))
+    with np.errstate(over="ignore", invalid="ignore"):  # a float32 sum may overflow: fine
+        if isinstance(arrays, FlatArrays):
+            total = float(xp.sum(arrays.flat))
+        else:
+            total = float(sum(xp.sum(array) for array in arrays.values()))
     if math.isfinite(total):
         return []
     bad = []

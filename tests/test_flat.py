@@ -41,6 +41,23 @@ def test_rebinding_a_name_is_refused(rng):
         del flat["a.b"]
     with pytest.raises(TypeError, match="in place"):
         flat.update({"a.b": np.zeros(5)})
+    with pytest.raises(TypeError, match="in place"):
+        flat |= {"a.b": np.zeros(5)}
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_are_independent_flat_arrays(rng, how):
+    import copy
+    import pickle
+
+    flat, arrays = _flat(rng)
+    duplicate = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+                 "pickle": lambda x: pickle.loads(pickle.dumps(x))}[how](flat)
+    assert isinstance(duplicate, FlatArrays) and duplicate.same_layout(flat)
+    assert not np.shares_memory(duplicate.flat, flat.flat)
+    np.testing.assert_array_equal(duplicate.flat, flat.flat)
+    duplicate["a.W"][...] = 0
+    np.testing.assert_array_equal(flat["a.W"], arrays["a.W"])
 
 
 @pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
@@ -61,6 +78,20 @@ def test_flat_step_equals_per_array_steps(rng, impl, name, kwargs):
     assert sorted(flat_state) == sorted(dict_state)
     for key in dict_state:
         np.testing.assert_array_equal(flat_state[key], dict_state[key], err_msg=key)
+
+
+def test_flat_state_of_another_model_is_refused(rng):
+    """One optimiser reused on a model with the same names but other shapes must not
+    broadcast the old moments into the new buffers."""
+    small = FlatArrays(np, {"x.W": (3, 1), "x.b": (1,)}, np.float64)
+    large = FlatArrays(np, {"x.W": (3, 5), "x.b": (5,)}, np.float64)
+    optimizer = make_optimizer("adam", 1e-2)
+    grads = FlatArrays(np, {"x.W": (3, 1), "x.b": (1,)}, np.float64)
+    grads.flat[...] = 1.0
+    optimizer.step(small, grads)
+    large_grads = FlatArrays(np, {"x.W": (3, 5), "x.b": (5,)}, np.float64)
+    with pytest.raises(ValueError, match=r"m.x.W has shape \(3, 1\).*\(3, 5\)"):
+        optimizer.step(large, large_grads)
 
 
 def test_loaded_state_enters_the_flat_buffers(rng):
@@ -104,13 +135,39 @@ def test_reused_gradient_buffers_equal_fresh_gradients(rng):
     X = (rng.uniform(size=(5, 11)) > 0.5).astype(np.float64)
     eps = rng.standard_normal((1, 5, 3))
     loss, fresh = vae.loss_and_grads(X, eps=eps)
+    # every entry must be written, none accumulated: stale NaN would survive either bug
+    vae._gradient_buffers().flat[...] = np.nan
     loss_reused, reused = vae._loss_and_grads_device(X, eps, reuse_buffers=True)
     assert isinstance(reused, FlatArrays) and reused.same_layout(vae.params)
     assert loss_reused == loss
     for name in vae.params:
         np.testing.assert_array_equal(reused[name], fresh[name], err_msg=name)
-    # a second call overwrites the same buffers; the public method's arrays are its own
-    vae._loss_and_grads_device(2 * X / 3, eps, reuse_buffers=True)
-    assert not np.array_equal(reused["enc.0.W"], fresh["enc.0.W"])
-    _, again = vae.loss_and_grads(X, eps=eps)
-    np.testing.assert_array_equal(again["enc.0.W"], fresh["enc.0.W"])
+    # a second call overwrites the same buffers with the second batch's gradients
+    _, fresh_second = vae.loss_and_grads(2 * X / 3, eps=eps)
+    again = vae._loss_and_grads_device(2 * X / 3, eps, reuse_buffers=True)[1]
+    assert again is reused
+    for name in vae.params:
+        np.testing.assert_array_equal(reused[name], fresh_second[name], err_msg=name)
+    # the public method's arrays are its own
+    np.testing.assert_array_equal(vae.loss_and_grads(X, eps=eps)[1]["enc.0.W"],
+                                  fresh["enc.0.W"])
+
+
+def test_dense_layers_accept_mixed_dtypes_and_layouts(rng):
+    """The fused kernels need C-contiguous arrays of one dtype; other inputs take the
+    array-generic path and give what NumPy's broadcasting gives."""
+    from minivae.nn import MLP
+
+    mlp = MLP("m", 4, (5,), {"out": 3}, "relu", impl="cpu")
+    params = mlp.init_params(rng, np.float32)
+    x64 = rng.standard_normal((6, 4))
+    out = mlp.forward(params, x64)["out"]
+    hidden = np.maximum(x64 @ params["m.0.W"] + params["m.0.b"], 0)
+    np.testing.assert_allclose(out, hidden @ params["m.out.W"] + params["m.out.b"],
+                               rtol=1e-12)
+    dy = np.asfortranarray(rng.standard_normal((6, 3)))
+    grads = {}
+    mlp.backward(params, {"out": dy}, grads, need_dx=False)
+    np.testing.assert_allclose(grads["m.out.b"], dy.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(grads["m.0.b"], ((dy @ params["m.out.W"].T) * (hidden > 0))
+                               .sum(axis=0), rtol=1e-6)

@@ -127,3 +127,12 @@ def test_mlp_head_without_gradient_gets_zero_grads_and_none_at_all_is_an_error(r
     assert not grads["net.b.W"].any() and not grads["net.b.b"].any()
     with pytest.raises(ValueError, match="no gradient for any head"):
         mlp.backward(params, {}, {})
+
+
+def test_multi_head_backward_names_a_head_with_the_wrong_gradient_shape(rng):
+    mlp = MLP("enc", 6, (5,), {"mu": 2, "logvar": 2}, "relu")
+    params = mlp.init_params(rng, np.float64)
+    mlp.forward(params, rng.standard_normal((4, 6)))
+    bad = {"mu": np.zeros((4, 2)), "logvar": np.zeros((4, 3))}
+    with pytest.raises(ValueError, match=r"head 'logvar' has shape \(4, 3\); expected \(4, 2\)"):
+        mlp.backward(params, bad, {}, need_dx=False)
