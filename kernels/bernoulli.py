@@ -40,6 +40,14 @@ textbook :math:`\\sigma(f) - 1` has lost about :math:`|f| / \\ln 10` decimal dig
 0 beyond :math:`f \\approx 17` in float32). For soft targets the two terms have opposite
 signs and the gradient may legitimately be close to 0.
 
+Subnormal gradients are flushed to 0 (all three implementations): for a pixel that is
+always 0, Adam keeps pushing its logit down by about lr a step, and below f ~ -82 (float32,
+with scale 1/128) ``scale * a / (1 + a)`` is subnormal. Matrix products with subnormal
+operands are 20-50x slower on x86 (measured here: ``G^T dlogits`` at 128 x 400 x 784 with
+13% of the columns subnormal took 14.9 ms instead of 0.30 ms, ``dlogits W^T`` 6.8 instead
+of 0.34 ms), and the decoder's backward runs two of them. The change to the gradient is
+below the smallest normal number, 1.2e-38 in float32.
+
 The cpu kernel computes :math:`\\log(1 + a)` as :math:`2 \\operatorname{atanh}(t)`,
 :math:`t = a / (2 + a) \\in (0, 1/3]` (indeed :math:`(1 + t)/(1 - t) = 1 + a`), by the
 series :math:`\\operatorname{atanh}(t) = t \\sum_{j \\ge 0} t^{2j} / (2j + 1)` in Horner form:
@@ -93,6 +101,7 @@ def bernoulli_nll_and_grad_reference(logits, X, scale=1.0):
     numerator = xp.where(logits >= 0, one_minus_x - X * a, a * one_minus_x - X)
     dlogits = numerator / (1 + a)
     dlogits *= scale
+    dlogits[abs(dlogits) < np.finfo(dlogits.dtype).tiny] = 0  # flush subnormals (Notes)
     return nll, dlogits
 
 
@@ -263,7 +272,19 @@ def _chunk(logits, X, start, stop, scale, dlogits, buffers):
         _terms_float64(logits_chunk, x_chunk, scale, a[:count], terms, dlogits_chunk)
     if outside:
         _fix_up(logits_chunk, x_chunk, scale, lowest, terms, dlogits_chunk)
+    _flush_subnormals(dlogits_chunk)
     return terms
+
+
+@numba.njit(cache=True, nogil=True)
+def _flush_subnormals(values):
+    """Set entries below the dtype's smallest normal number in magnitude to 0 (module
+    Notes); NaN and inf stay."""
+    tiny = np.finfo(values.dtype).tiny
+    zero = values.dtype.type(0.0)
+    for t in range(values.shape[0]):
+        if abs(values[t]) < tiny:
+            values[t] = zero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -349,7 +370,7 @@ def _cuda_kernel(dtype):
     value_type = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
 
     @cuda.jit
-    def nll_and_grad(logits, X, scale, zero, one, nll, dlogits):
+    def nll_and_grad(logits, X, scale, zero, one, tiny, nll, dlogits):
         """Rows in a grid-stride loop, one block per row; the block's threads (a power of
         two, at most _THREADS_PER_BLOCK) stride over its columns."""
         partial = cuda.shared.array(_THREADS_PER_BLOCK, value_type)
@@ -365,7 +386,10 @@ def _cuda_kernel(dtype):
                 total += math.log1p(a) + (max(f, zero) - x * f)
                 one_minus_x = one - x
                 numerator = one_minus_x - x * a if f >= zero else a * one_minus_x - x
-                dlogits[row, col] = scale * (numerator / (one + a))
+                gradient = scale * (numerator / (one + a))
+                if abs(gradient) < tiny:  # flush subnormals (module Notes)
+                    gradient = zero
+                dlogits[row, col] = gradient
             partial[thread] = total
             cuda.syncthreads()
             step = n_threads // 2
@@ -391,7 +415,7 @@ def _bernoulli_cuda(logits, X, scale, xp):
         return nll, dlogits
     kernel = _cuda_kernel(logits.dtype)
     dtype = logits.dtype.type
-    args = (logits, X, scale, dtype(0.0), dtype(1.0), nll, dlogits)
+    args = (logits, X, scale, dtype(0.0), dtype(1.0), dtype(np.finfo(dtype).tiny), nll, dlogits)
     blocks = min(n, _MAX_BLOCKS)
     # the smallest power of two covering a row, up to _THREADS_PER_BLOCK: short rows leave
     # no threads idle
