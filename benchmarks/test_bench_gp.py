@@ -16,55 +16,25 @@ allocations with it), as the peak above what was allocated before the call; it i
 in each benchmark's ``extra_info`` and compared in ``test_lml_gradient_peak_memory``.
 """
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
-from minivae import GPRegressor
+from minivae import bench
 
 pytest.importorskip("pytest_benchmark")
-sk_gp = pytest.importorskip("sklearn.gaussian_process")
-sk_kernels = pytest.importorskip("sklearn.gaussian_process.kernels")
+pytest.importorskip("sklearn.gaussian_process")
 
 LML_N, LML_D = 3000, 8
 PREDICT_N, PREDICT_M, PREDICT_D = 4000, 4000, 8
 LML_GROUP = f"gp-lml-grad-ard-n{LML_N}-d{LML_D}"
 PREDICT_GROUP = f"gp-predict-mean-std-{PREDICT_N}train-{PREDICT_M}test"
 
-
-def make_problem(n, d, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(-1, 1, size=(n, d))
-    y = np.sin(3 * X @ rng.normal(size=d)) + 0.1 * rng.normal(size=n)
-    lengthscale = rng.uniform(0.5, 2.0, size=d)
-    return X, y, lengthscale, 1.3, 0.05
-
-
-def fitted_pair(X, y, lengthscale, variance, noise):
-    mine = GPRegressor(lengthscale, variance, noise, ard=True, optimize=False).fit(X, y)
-    kernel = (sk_kernels.ConstantKernel(variance) * sk_kernels.RBF(lengthscale)
-              + sk_kernels.WhiteKernel(noise))
-    theirs = sk_gp.GaussianProcessRegressor(kernel, alpha=0.0, optimizer=None).fit(X, y)
-    return mine, theirs
-
-
-def sklearn_theta(theta):
-    """minivae's theta (log l.., log s, log noise) in scikit-learn's order (log s, log l.., log noise)."""
-    return np.concatenate([[theta[-2]], theta[:-2], [theta[-1]]])
-
-
-def peak_bytes(call):
-    """Peak traced allocation during ``call()`` above what was live before it."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - before
+# the problem, the fitted pair, scikit-learn's theta order and the peak-memory probe are
+# minivae.bench's, so this module and `minivae bench` measure the same thing
+make_problem = bench._gp_problem
+fitted_pair = bench._fitted_gp_pair
+sklearn_theta = bench._sklearn_theta
+peak_bytes = bench.traced_peak_bytes
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +52,7 @@ def predict_models():
 def test_lml_gradient_minivae(benchmark, lml_models):
     benchmark.group = LML_GROUP
     mine, _ = lml_models
-    call = lambda: mine.log_marginal_likelihood(mine.theta_, eval_gradient=True)  # noqa: E731
+    call = lambda: mine.log_marginal_likelihood(mine.theta_, eval_gradient=True)
     lml, dtheta = benchmark.pedantic(call, rounds=5, warmup_rounds=1)
     benchmark.extra_info["peak_MiB"] = peak_bytes(call) / 2**20
     assert np.isfinite(lml) and dtheta.shape == (LML_D + 2,)
@@ -92,7 +62,7 @@ def test_lml_gradient_sklearn(benchmark, lml_models):
     benchmark.group = LML_GROUP
     mine, theirs = lml_models
     theta = sklearn_theta(mine.theta_)
-    call = lambda: theirs.log_marginal_likelihood(theta, eval_gradient=True)  # noqa: E731
+    call = lambda: theirs.log_marginal_likelihood(theta, eval_gradient=True)
     lml, dtheta = benchmark.pedantic(call, rounds=3, warmup_rounds=0)
     benchmark.extra_info["peak_MiB"] = peak_bytes(call) / 2**20
     assert np.isfinite(lml) and dtheta.shape == (LML_D + 2,)

@@ -27,6 +27,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._cuda import launch
+
 
 def adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t):
     """Update ``param``, ``m`` and ``v`` in place; ``t`` is the 1-based step count."""
@@ -86,9 +88,10 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
     return tuple(cast(constant) for constant in constants)
 
 
-@njit(inline="always")
-def _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
-                  one_m_beta2, eps, tiny):
+def _adam_element_py(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
+                     one_m_beta2, eps, tiny):
+    """Entry ``i``'s update: the one definition compiled for the CPU (:data:`_adam_element`,
+    inlined into the loops) and for CUDA (a device function, bound in _get_cuda_kernel)."""
     g = grad[i]
     m_i = beta1 * m[i] + one_m_beta1 * g
     v_i = beta2 * v[i] + one_m_beta2 * g * g
@@ -99,6 +102,9 @@ def _adam_element(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_
     m[i] = m_i
     v[i] = v_i
     param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+
+
+_adam_element = njit(inline="always")(_adam_element_py)
 
 
 # Two builds of one update: below _PARALLEL_MIN_ENTRIES waking the thread pool costs more
@@ -148,6 +154,7 @@ _CUDA_BLOCK = 256
 _CUDA_SIM_GRID = 2
 cuda = None  # numba.cuda, bound on first use: a module global, so the simulator can swap it
 _cuda_kernel = None
+_adam_element_cuda = None  # _adam_element_py as a CUDA device function, bound with the kernel
 
 
 def _adam_cuda_body(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_beta1,
@@ -156,25 +163,18 @@ def _adam_cuda_body(param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2, one_m_b
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for i in range(start, param.size, stride):
-        g = grad[i]
-        m_i = beta1 * m[i] + one_m_beta1 * g
-        v_i = beta2 * v[i] + one_m_beta2 * g * g
-        if abs(m_i) < tiny:  # flush subnormals (module docstring); False for NaN
-            m_i = tiny - tiny
-        if v_i < tiny:
-            v_i = tiny - tiny
-        m[i] = m_i
-        v[i] = v_i
-        param[i] -= step * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+        _adam_element_cuda(i, param, grad, m, v, step, inv_sqrt_bc2, beta1, beta2,
+                           one_m_beta1, one_m_beta2, eps, tiny)
 
 
 def _get_cuda_kernel():
     """Compile (once) the CUDA kernel; numba.cuda is imported only here."""
-    global cuda, _cuda_kernel
+    global cuda, _cuda_kernel, _adam_element_cuda
     if _cuda_kernel is None:
         from numba import cuda as numba_cuda
 
         cuda = numba_cuda
+        _adam_element_cuda = cuda.jit(device=True)(_adam_element_py)
         _cuda_kernel = cuda.jit(_adam_cuda_body)
     return _cuda_kernel
 
@@ -194,14 +194,11 @@ def adam_step_cuda(param, grad, m, v, lr, beta1, beta2, eps, t):
     flat = (param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1))
     scalars = _scalars(param.dtype, lr, beta1, beta2, eps, t)
     if isinstance(param, np.ndarray):
-        kernel[_CUDA_SIM_GRID, _CUDA_BLOCK](*flat, *scalars)
-        return
-    import cupy
-
-    sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    grid = min(math.ceil(param.size / _CUDA_BLOCK), 4 * sm_count)
-    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
-    kernel[grid, _CUDA_BLOCK, stream](*flat, *scalars)
+        grid = _CUDA_SIM_GRID
+    else:
+        sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        grid = min(math.ceil(param.size / _CUDA_BLOCK), 4 * sm_count)
+    launch(kernel, grid, _CUDA_BLOCK, *flat, *scalars)
 
 
 _IMPLEMENTATIONS = {

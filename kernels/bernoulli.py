@@ -65,6 +65,7 @@ import math
 import numba
 import numpy as np
 
+from ._cuda import launch
 from .rbf import _exp_nonpositive
 from .reparam import exp32_parts
 
@@ -420,11 +421,7 @@ def _bernoulli_cuda(logits, X, scale, xp):
     # the smallest power of two covering a row, up to _THREADS_PER_BLOCK: short rows leave
     # no threads idle
     threads = min(_THREADS_PER_BLOCK, 1 << max(logits.shape[1] - 1, 0).bit_length())
-    if xp is np:
-        kernel[blocks, threads](*args)
-    else:
-        stream = cuda.external_stream(xp.cuda.get_current_stream().ptr)
-        kernel[blocks, threads, stream](*args)
+    launch(kernel, blocks, threads, *args)
     return nll, dlogits
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._cuda import blocks_for, launch
+
 _THREADS_PER_BLOCK = 128
 _MAX_BLOCKS = 1024
 
@@ -195,17 +197,9 @@ def _cuda_kernels():
 
 
 def _cuda_launch(kernel, n_threads, *args):
-    """``n_threads`` threads' worth of blocks (at most _MAX_BLOCKS; the kernels stride);
-    on NumPy arrays under Numba's CUDA simulator, on CuPy arrays on the GPU on CuPy's
-    current stream."""
-    blocks = max(1, min(_MAX_BLOCKS, -(-n_threads // _THREADS_PER_BLOCK)))
-    if isinstance(args[0], np.ndarray):
-        kernel[blocks, _THREADS_PER_BLOCK](*args)
-        return
-    import cupy
-
-    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
-    kernel[blocks, _THREADS_PER_BLOCK, stream](*args)
+    """``n_threads`` threads' worth of blocks (at most _MAX_BLOCKS; the kernels stride)."""
+    launch(kernel, blocks_for(n_threads, _THREADS_PER_BLOCK, _MAX_BLOCKS), _THREADS_PER_BLOCK,
+           *args)
 
 
 def add_bias_cuda(y, b, relu=False):

@@ -22,6 +22,8 @@ from contextlib import nullcontext
 import numba
 import numpy as np
 
+from ._cuda import launch
+
 def _check_lengthscale(lengthscale, d, dtype):
     ls = np.asarray(lengthscale, dtype=dtype).reshape(-1)
     if ls.size not in (1, d):
@@ -669,17 +671,6 @@ def _cuda_kernels(dtype):
     return _CUDA[key]
 
 
-def _cuda_launch(kernel, xp, grid, *args):
-    """Launch on CuPy's current stream for CuPy arrays; plainly (simulator) for NumPy."""
-    if xp is np:
-        kernel[grid, (TILE, TILE)](*args)
-        return
-    from numba import cuda
-
-    stream = cuda.external_stream(xp.cuda.get_current_stream().ptr)
-    kernel[grid, (TILE, TILE), stream](*args)
-
-
 def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
     xp = _array_module(X)
     X, Y, symmetric, ls, variance, amp_x, amp_y = _prepare_matrix(
@@ -695,8 +686,8 @@ def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
     matrix_kernel, _ = _cuda_kernels(dtype)
     grid = ((m + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
-    _cuda_launch(
-        matrix_kernel, xp, grid, X, Y, inv_ls, scalar(variance),
+    launch(
+        matrix_kernel, grid, (TILE, TILE), X, Y, inv_ls, scalar(variance),
         ones if amp_x is None else amp_x, ones if amp_y is None else amp_y,
         scalar(-0.5), scalar(0.0), out,
     )
@@ -716,8 +707,8 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     _, contract_kernel = _cuda_kernels(dtype)
     grid = ((n + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
-    _cuda_launch(
-        contract_kernel, xp, grid, W, X, inv_ls, scalar(variance),
+    launch(
+        contract_kernel, grid, (TILE, TILE), W, X, inv_ls, scalar(variance),
         xp.ones(n, dtype=dtype) if amp is None else amp, amp is not None,
         scalar(-0.5), scalar(0.0), dtheta, damp,
     )

@@ -18,6 +18,7 @@ import math
 import numba
 import numpy as np
 
+from ._cuda import blocks_for, launch
 from .rbf import _exp_nonpositive
 
 _THREADS_PER_BLOCK = 128
@@ -327,14 +328,8 @@ def _cuda_launch(kernel, n_entries, arrays):
     On NumPy arrays this runs in Numba's CUDA simulator; on CuPy arrays it runs on the
     GPU on CuPy's current stream.
     """
-    blocks = max(1, min(_MAX_BLOCKS, -(-n_entries // _THREADS_PER_BLOCK)))
-    if isinstance(arrays[0], np.ndarray):
-        kernel[blocks, _THREADS_PER_BLOCK](*arrays)
-        return
-    import cupy
-
-    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
-    kernel[blocks, _THREADS_PER_BLOCK, stream](*arrays)
+    launch(kernel, blocks_for(n_entries, _THREADS_PER_BLOCK, _MAX_BLOCKS), _THREADS_PER_BLOCK,
+           *arrays)
 
 
 def _array_module(x):

@@ -91,6 +91,43 @@ def bernoulli_nll_and_grad(logits, X, scale=1.0, impl="cpu"):
     return _bernoulli_kernel(logits, X, scale, impl=impl)
 
 
+def decoder_nll_and_doutputs(outputs: dict, X, scale=1.0, fixed_logvar=None, impl="cpu"):
+    """A decoder's ``-log p(x | outputs)`` per row and the gradients of ``scale * sum(nll)``
+    with respect to its output heads, for the Bernoulli or the Gaussian likelihood.
+
+    Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits" and "Gaussian
+    log-likelihood".
+
+    Parameters
+    ----------
+    outputs : dict head -> (n, D) array
+        ``{"out": logits}`` (Bernoulli), ``{"mean": m, "logvar": l}`` (Gaussian with a
+        learned variance) or ``{"mean": m}`` (Gaussian, with ``fixed_logvar``).
+    X : (n, D) array
+    scale : float
+    fixed_logvar : float or None
+        The log of a fixed Gaussian variance; its head gets no gradient.
+    impl : {"cpu", "cuda", "reference"}
+        The Bernoulli kernel's implementation.
+
+    Returns
+    -------
+    nll : (n,) array
+    doutputs : dict head -> (n, D) array
+        One gradient per head in ``outputs``.
+    """
+    if "out" in outputs:
+        nll, dlogits = bernoulli_nll_and_grad(outputs["out"], X, scale, impl=impl)
+        return nll, {"out": dlogits}
+    logvar = outputs["logvar"] if fixed_logvar is None else fixed_logvar
+    nll = gaussian_nll(outputs["mean"], logvar, X)
+    dmean, dlogvar = gaussian_nll_grad(outputs["mean"], logvar, X, scale)
+    doutputs = {"mean": dmean}
+    if fixed_logvar is None:
+        doutputs["logvar"] = dlogvar
+    return nll, doutputs
+
+
 # ---- Gaussian decoder ------------------------------------------------------------------
 
 

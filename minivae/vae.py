@@ -40,7 +40,7 @@ from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, FlatArrays, sigmoid
-from .validation import check_finite, numeric_host_array
+from .validation import check_finite, derived_seed, is_int, numeric_host_array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -51,15 +51,6 @@ _STREAM_IMPORTANCE = 3
 
 _EVAL_BATCH = 1000
 _IMPORTANCE_ROWS = 20000
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """A 32-bit seed for one named random stream of a model seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) -> np.ndarray:
@@ -155,14 +146,14 @@ class VAE:
     def __init__(self, input_dim, latent_dim, hidden=(400,), activation="relu",
                  likelihood="bernoulli", n_samples=1, beta=1.0, fixed_variance=None,
                  dtype="float32", seed=0, device="cpu"):
-        if _is_int(hidden):
+        if is_int(hidden):
             hidden = (hidden,)
         hidden = tuple(hidden)
         for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim),
                            ("n_samples", n_samples)):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{arg}={value!r} must be a positive integer")
-        if not all(_is_int(width) and width >= 1 for width in hidden):
+        if not all(is_int(width) and width >= 1 for width in hidden):
             raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
@@ -179,7 +170,7 @@ class VAE:
             if (not isinstance(fixed_variance, numbers.Real)
                     or not math.isfinite(fixed_variance) or fixed_variance <= 0):
                 raise ValueError(f"fixed_variance={fixed_variance!r} must be a positive number")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
 
         self.input_dim = int(input_dim)
@@ -212,7 +203,7 @@ class VAE:
         host_params.update(self.decoder.init_params(init_rng, self.dtype))
         self.params = FlatArrays.copy_of(self.backend.xp, host_params, self.dtype)
         self._grad_buffers = None
-        self._rng = self.backend.rng(_derived_seed(self.seed, _STREAM_NOISE))
+        self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
 
     # ---- configuration and state -----------------------------------------------------
 
@@ -250,7 +241,7 @@ class VAE:
         CheckpointError
             A parameter is missing or has the wrong shape.
         """
-        arrays = {name[len("param."):] if name.startswith("param.") else name: value
+        arrays = {name.removeprefix("param."): value
                   for name, value in arrays.items()}
         for name, value in self.params.items():
             if name not in arrays:
@@ -387,17 +378,9 @@ class VAE:
             Gradients of every decoder parameter.
         """
         outputs = self.decoder.forward(self.params, Z)
-        if self.likelihood == "bernoulli":
-            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], X, scale,
-                                                          impl=self.backend.kernel_impl)
-            doutputs = {"out": dlogits}
-        else:
-            logvar = self._decoder_logvar(outputs)
-            nll = losses.gaussian_nll(outputs["mean"], logvar, X)
-            dmean, dlogvar = losses.gaussian_nll_grad(outputs["mean"], logvar, X, scale)
-            doutputs = {"mean": dmean}
-            if self.fixed_variance is None:
-                doutputs["logvar"] = dlogvar
+        fixed_logvar = None if self.fixed_variance is None else math.log(self.fixed_variance)
+        nll, doutputs = losses.decoder_nll_and_doutputs(
+            outputs, X, scale, fixed_logvar=fixed_logvar, impl=self.backend.kernel_impl)
         grads = {} if grads is None else grads
         dZ = self.decoder.backward(self.params, doutputs, grads, need_dx=True)
         return nll, dZ, grads
@@ -558,7 +541,7 @@ class VAE:
 
     def _elbo_device(self, X):
         """Per-example ELBO (beta = 1) of device data, float64 host array."""
-        rng = self.backend.rng(_derived_seed(self.seed, _STREAM_EVAL))
+        rng = self.backend.rng(derived_seed(self.seed, _STREAM_EVAL))
         impl = self.backend.kernel_impl
         elbo = np.empty(X.shape[0])
         for start in range(0, X.shape[0], _EVAL_BATCH):
@@ -631,11 +614,11 @@ class VAE:
         a Generator seeded from the model seed, so repeated calls agree.
         """
         X = self._check_X(X)
-        if not _is_int(n_importance) or n_importance < 1:
+        if not is_int(n_importance) or n_importance < 1:
             raise ValueError(f"n_importance={n_importance!r} must be a positive integer")
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-        rng = self.backend.rng(_derived_seed(self.seed, _STREAM_IMPORTANCE))
+        rng = self.backend.rng(derived_seed(self.seed, _STREAM_IMPORTANCE))
         xp, impl, k = self.backend.xp, self.backend.kernel_impl, self.latent_dim
         log_px = np.empty(X.shape[0])
         for start in range(0, X.shape[0], batch_size):
@@ -704,7 +687,7 @@ class VAE:
         -------
         X_mean : (n, input_dim) host array
         """
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n={n!r} must be a positive integer")
         rng = self._rng if seed is None else self.backend.rng(seed)
         Z = rng.standard_normal((n, self.latent_dim), dtype=self.dtype)

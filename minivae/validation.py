@@ -6,9 +6,21 @@ what is wrong with it (a count and the first location), and what to do about it.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .errors import DataError
+
+
+def is_int(value) -> bool:
+    """True for Python and NumPy integers, False for bools (``True`` is not a layer width)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A 32-bit seed for one named random stream of a model seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def host_array(values) -> np.ndarray:

@@ -57,7 +57,13 @@ from .errors import CheckpointError, DataError
 from .gp import cholesky_with_jitter, posterior_mean, posterior_mean_backward
 from .kernels import rbf_matrix, reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, sigmoid
-from .validation import check_finite, host_array, numeric_host_array
+from .validation import (
+    check_finite,
+    derived_seed,
+    host_array,
+    is_int,
+    numeric_host_array,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 PHASES = ("pretrain", "joint", "finetune")
@@ -72,15 +78,6 @@ _DATA_KEYS = ("data.X", "data.Y", "data.group_index", "data.group_labels")
 # trainer reseeds it each epoch) and the posterior samples of predict(return_std=True).
 _STREAM_NOISE = 1
 _STREAM_PREDICT = 2
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    """A 32-bit seed for one named random stream of a model seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_positive_real(value) -> bool:
@@ -262,21 +259,21 @@ class VARegressor:
     def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
                  n_anchor=12, n_query=8, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
                  lengthscale=None, noise=1e-3, dtype="float32", seed=0, device="cpu"):
-        if _is_int(hidden):
+        if is_int(hidden):
             hidden = (hidden,)
         hidden = tuple(hidden)
         for arg, value in (("latent_dim", latent_dim), ("n_anchor", n_anchor),
                            ("n_query", n_query), ("batch_size", batch_size)):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{arg}={value!r} must be a positive integer")
-        if not all(_is_int(width) and width >= 1 for width in hidden):
+        if not all(is_int(width) and width >= 1 for width in hidden):
             raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
         epochs = tuple(epochs) if isinstance(epochs, (tuple, list)) else (epochs,)
-        if len(epochs) != 3 or not all(_is_int(e) and e >= 0 for e in epochs):
+        if len(epochs) != 3 or not all(is_int(e) and e >= 0 for e in epochs):
             raise ValueError(
                 f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
                 "fine-tuning), e.g. (20, 30, 10)"
@@ -287,7 +284,7 @@ class VARegressor:
             raise ValueError(f"lengthscale={lengthscale!r} must be a positive number or None")
         if not _is_positive_real(noise):
             raise ValueError(f"noise={noise!r} must be a positive number, e.g. 1e-3")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(width) for width in hidden)
@@ -304,7 +301,7 @@ class VARegressor:
         self.seed = int(seed)
         self.backend = get_backend(device)
         self.device = self.backend.name
-        self._rng = self.backend.rng(_derived_seed(self.seed, _STREAM_NOISE))
+        self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
 
     # ---- configuration and state -------------------------------------------------------
 
@@ -359,7 +356,7 @@ class VARegressor:
             A parameter is missing or has the wrong shape.
         """
         self._check_fitted()
-        arrays = {name[len("param."):] if name.startswith("param.") else name: value
+        arrays = {name.removeprefix("param."): value
                   for name, value in arrays.items()}
         for name, value in self.params.items():
             if name not in arrays:
@@ -499,14 +496,8 @@ class VARegressor:
             Every decoder parameter's gradient.
         """
         outputs = self.decoder.forward(self.params, Z)
-        if self.likelihood == "bernoulli":
-            nll, dlogits = losses.bernoulli_nll_and_grad(outputs["out"], Y, scale,
-                                                          impl=self.backend.kernel_impl)
-            doutputs = {"out": dlogits}
-        else:
-            nll = losses.gaussian_nll(outputs["mean"], outputs["logvar"], Y)
-            dmean, dlogvar = losses.gaussian_nll_grad(outputs["mean"], outputs["logvar"], Y, scale)
-            doutputs = {"mean": dmean, "logvar": dlogvar}
+        nll, doutputs = losses.decoder_nll_and_doutputs(outputs, Y, scale,
+                                                        impl=self.backend.kernel_impl)
         grads = {}
         dZ = self.decoder.backward(self.params, doutputs, grads, need_dx=True)
         return nll, dZ, grads
@@ -932,7 +923,7 @@ class VARegressor:
             their decoded means (the spread the latent uncertainty causes). The samples
             come from a Generator seeded from the model seed, so calls repeat exactly.
         """
-        if return_std and (not _is_int(n_samples) or n_samples < 2):
+        if return_std and (not is_int(n_samples) or n_samples < 2):
             raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
         mean, var = self._condition(X_new, groups)
         m = mean.shape[0]
@@ -940,7 +931,7 @@ class VARegressor:
         images = images.reshape((m, *self.image_shape_))
         if not return_std:
             return images
-        rng = self.backend.rng(_derived_seed(self.seed, _STREAM_PREDICT))
+        rng = self.backend.rng(derived_seed(self.seed, _STREAM_PREDICT))
         eps = rng.standard_normal((n_samples, m, self.latent_dim), dtype=self.dtype)
         codes = mean[None] + self.backend.xp.sqrt(var)[None, :, None] * eps
         decoded = self._decode_mean_device(codes.reshape(n_samples * m, self.latent_dim))
