@@ -8,8 +8,10 @@ import pytest
 from minivae.kernels import adam_step
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
-# (181, 183) = 33123 entries: above the cpu kernel's parallel threshold (2**15), odd-sized.
-SHAPES = [(1,), (7,), (255,), (256,), (257,), (1000,), (3, 5), (17, 33), (4, 2, 9), (181, 183)]
+# (513, 517) = 265,221 entries: just above the cpu kernel's parallel threshold (2**18, see
+# test_parallel_build_is_reached), odd-sized; everything else runs the serial build.
+SHAPES = [(1,), (7,), (255,), (256,), (257,), (1000,), (3, 5), (17, 33), (4, 2, 9), (181, 183),
+          (513, 517)]
 
 
 def _state(rng, shape, dtype):
@@ -52,6 +54,15 @@ def _assert_agree(impl, shape, dtype, steps, rng, hyper):
 def test_cpu_matches_reference(shape, dtype, rng):
     hyper = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     _assert_agree("cpu", shape, dtype, steps=5, rng=rng, hyper=hyper)
+
+
+def test_parallel_build_is_reached():
+    """SHAPES holds one shape on each side of the parallel threshold, so both cpu builds
+    are compared with the reference above."""
+    from minivae.kernels import adam
+
+    sizes = [int(np.prod(shape)) for shape in SHAPES]
+    assert max(sizes) >= adam._PARALLEL_MIN_ENTRIES > min(sizes)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

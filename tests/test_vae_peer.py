@@ -148,7 +148,14 @@ def train_with_torch(vae, X_train, epochs, batch_size, lr, beta1=0.9, beta2=0.99
     return {name: p.detach().numpy() for name, p in params.items()}
 
 
-def test_digits_training_matches_torch_within_one_percent(one_thread):
+def test_digits_training_matches_torch(one_thread):
+    """Same data, streams, model and Adam: the held-out ELBOs agree to 1e-5 relative.
+
+    Measured on the dev machine: 8e-11 (-25.214512330514 against -25.214512332521). The
+    two libraries' float32 kernels round differently and the difference can grow over the
+    1,080 Adam steps; 1e-5 leaves five orders of magnitude for other CPUs' kernels, while a
+    factor of 2 or 1/2 on the dlogvar term alone moves the ELBO by 1.3%.
+    """
     X_train, X_test = digits_split()
     settings = {k: EXAMPLE[k] for k in ("epochs", "batch_size", "lr")}
     ours = VAE(64, EXAMPLE["latent_dim"], hidden=EXAMPLE["hidden"], seed=EXAMPLE["seed"])
@@ -164,4 +171,4 @@ def test_digits_training_matches_torch_within_one_percent(one_thread):
           f"torch {elbo_torch:.4f} ({torch_seconds:.1f} s)")
     initial = VAE(64, EXAMPLE["latent_dim"], hidden=EXAMPLE["hidden"]).score(X_test)
     assert elbo_ours > initial + 5  # training did something
-    assert abs(elbo_ours - elbo_torch) < 0.01 * abs(elbo_torch)
+    assert elbo_ours == pytest.approx(elbo_torch, rel=1e-5)

@@ -78,6 +78,60 @@ def test_joint_loss_value_is_per_example(rng):
     assert loss_twice == pytest.approx(loss_one, rel=1e-12)
 
 
+def _numpy_joint_loss(params, X, Y, episodes, eps, noise, likelihood):
+    """docs/derivations.md, "VAR: forward", written out in plain NumPy (tanh networks with
+    one hidden layer, as built by _tiny_model): the executable check of the loss value."""
+    def layer(h, name):
+        return h @ params[name + ".W"] + params[name + ".b"]
+
+    def decoder_nll(z, y):
+        h = np.tanh(layer(z, "dec.0"))
+        if likelihood == "bernoulli":
+            logits = layer(h, "dec.out")
+            return (np.logaddexp(0.0, logits) - y * logits).sum(axis=1)
+        mean, logvar = layer(h, "dec.mean"), layer(h, "dec.logvar")
+        return 0.5 * (np.log(2 * np.pi) + logvar + (y - mean) ** 2 * np.exp(-logvar)).sum(axis=1)
+
+    def exp_factor(A, B, lengthscale):
+        squared = ((A[:, None, :] - B[None, :, :]) ** 2).sum(axis=-1)
+        return np.exp(-squared / (2.0 * lengthscale**2))
+
+    lengthscale = np.exp(params["gp.log_lengthscale"][0])
+    images = Y.reshape(len(Y), -1)
+    total, count, start = 0.0, 0, 0
+    for anchors, queries in episodes:
+        h = np.tanh(layer(images[anchors], "enc.0"))
+        mu, logvar = layer(h, "enc.mu"), layer(h, "enc.logvar")
+        sigma = np.exp(layer(h, "enc.logsigma")[:, 0])
+        z = mu + np.exp(logvar / 2) * eps[start:start + len(anchors)]
+        start += len(anchors)
+        a, b = np.sqrt(sigma), np.sqrt(sigma.mean())
+        K = a[:, None] * a[None, :] * exp_factor(X[anchors], X[anchors], lengthscale)
+        K_star = b * a[None, :] * exp_factor(X[queries], X[anchors], lengthscale)
+        z_star = K_star @ np.linalg.solve(K + noise * np.eye(len(anchors)), z)
+        kl = 0.5 * (np.exp(logvar) + mu**2 - 1.0 - logvar).sum(axis=1)
+        total += (kl + decoder_nll(z, images[anchors])).sum()
+        total += decoder_nll(z_star, images[queries]).sum()
+        count += len(anchors) + len(queries)
+    return total / count
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_joint_loss_matches_a_plain_numpy_forward(rng, likelihood):
+    """The loss value itself, against the derivation's formulas evaluated independently
+    (float64; different summation orders only: rtol 1e-12)."""
+    X, Y, groups = _toy_data(rng, n_features=2)
+    model = _tiny_model(likelihood=likelihood).fit(X, Y, groups=groups, progress=False)
+    _perturb(model, rng)
+    episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
+                (np.array([8, 10, 12, 15]), np.array([9, 14]))]
+    eps = rng.standard_normal((8, 3))
+    loss, _ = model.loss_and_grads(X, Y, episodes, eps=eps)
+    expected = _numpy_joint_loss({k: np.asarray(v) for k, v in model.params.items()}, X, Y,
+                                 episodes, eps, model.noise, likelihood)
+    assert loss == pytest.approx(expected, rel=1e-12)
+
+
 def test_pretraining_elbo_gradients_match_finite_differences(rng):
     X, Y, groups = _toy_data(rng)
     model = _tiny_model().fit(X, Y, groups=groups, progress=False)
