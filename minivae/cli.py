@@ -185,6 +185,8 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``minivae`` command line; every option's help ends with its default."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
         prog="minivae",
         description="Variational autoencoders, Gaussian-process regression and Variational "
@@ -192,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="train VAR and its baselines on built-in image sequences")
-    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    d = sub.add_parser("demo", formatter_class=formatter,
+                       help="train VAR and its baselines on built-in image sequences")
+    d.add_argument("--out", default="runs/demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke run")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
@@ -201,56 +204,73 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model; see `minivae train MODEL --help`")
     tsub = t.add_subparsers(dest="model", required=True, metavar="MODEL")
 
-    tv = tsub.add_parser("vae", help="train a VAE (AEVB/SGVB)")
-    tv.add_argument("--data", default="digits", help="digits | swissroll | PATH (IDX, .npz, or an image folder)")
-    tv.add_argument("--latent", type=int, default=2, help="latent dimension (default 2)")
-    tv.add_argument("--hidden", type=int, nargs="+", default=[200], help="hidden layer widths (default 200)")
-    tv.add_argument("--activation", default="relu", choices=["relu", "tanh", "softplus"])
+    tv = tsub.add_parser("vae", formatter_class=formatter, help="train a VAE (AEVB/SGVB)")
+    tv.add_argument("--data", default="digits",
+                    help="digits | swissroll | PATH (IDX, .npz, or an image folder)")
+    tv.add_argument("--latent", type=int, default=2, help="latent dimension")
+    tv.add_argument("--hidden", type=int, nargs="+", default=[200], help="hidden layer widths")
+    tv.add_argument("--activation", default="relu", choices=["relu", "tanh", "softplus"],
+                    help="hidden-layer activation")
     tv.add_argument("--likelihood", default=None, choices=["bernoulli", "gaussian"],
-                    help="default: bernoulli for images, gaussian otherwise")
-    tv.add_argument("--epochs", type=int, default=50)
-    tv.add_argument("--batch-size", type=int, default=100)
-    tv.add_argument("--optimizer", default="adam", choices=["adam", "adagrad", "sgd"])
-    tv.add_argument("--lr", type=float, default=1e-3)
-    tv.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction (default 0.2)")
-    tv.add_argument("--seed", type=int, default=0)
-    tv.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"])
-    tv.add_argument("--out", default="runs/vae", help="output folder (default runs/vae)")
+                    help="decoder likelihood; None: bernoulli for images in [0, 1], gaussian "
+                    "otherwise")
+    tv.add_argument("--epochs", type=int, default=50, help="passes over the training set")
+    tv.add_argument("--batch-size", type=int, default=100, help="examples per step")
+    tv.add_argument("--optimizer", default="adam", choices=["adam", "adagrad", "sgd"],
+                    help="optimiser")
+    tv.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    tv.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction")
+    tv.add_argument("--seed", type=int, default=0, help="model and data-split seed")
+    tv.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"],
+                    help="where the model runs")
+    tv.add_argument("--out", default="runs/vae", help="output folder")
     tv.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     tv.add_argument("--threads", type=int, default=None,
-                    help="cap the BLAS and Numba thread pools (default: leave them alone; "
+                    help="cap the BLAS and Numba thread pools (None: leave them alone; "
                     "1 is often fastest for small models on a busy machine)")
-    tv.add_argument("--no-progress", action="store_true")
+    tv.add_argument("--no-progress", action="store_true", help="no progress bars")
     tv.set_defaults(func=_cmd_train_vae)
 
-    tg = tsub.add_parser("gp", help="fit a GP regressor to a CSV file (last column is the target)")
+    tg = tsub.add_parser("gp", formatter_class=formatter,
+                         help="fit a GP regressor to a CSV file (last column is the target)")
     tg.add_argument("--data", required=True, help="PATH.csv: input columns, then y")
     tg.add_argument("--ard", action="store_true", help="one lengthscale per input column")
     tg.add_argument("--restarts", type=int, default=2, help="random restarts of the optimiser")
-    tg.add_argument("--seed", type=int, default=0)
-    tg.add_argument("--out", default="runs/gp")
+    tg.add_argument("--seed", type=int, default=0, help="seed of the restarts")
+    tg.add_argument("--out", default="runs/gp", help="output folder")
     tg.set_defaults(func=_cmd_train_gp)
 
-    tr = tsub.add_parser("var", help="train Variational Autoencoded Regression")
-    tr.add_argument("--data", default="sequences", help="sequences | postures | PATH (folder with inputs.csv)")
-    tr.add_argument("--epochs", type=int, nargs=3, default=[30, 60, 20], metavar=("PRE", "JOINT", "FINE"))
-    tr.add_argument("--mode", default="interpolation", choices=["interpolation", "extrapolation"])
-    tr.add_argument("--latent", type=int, default=8)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", default="runs/var")
-    tr.add_argument("--no-progress", action="store_true")
+    tr = tsub.add_parser("var", formatter_class=formatter,
+                         help="train Variational Autoencoded Regression")
+    tr.add_argument("--data", default="sequences",
+                    help="sequences | postures | PATH (folder with inputs.csv)")
+    tr.add_argument("--epochs", type=int, nargs=3, default=[30, 60, 20],
+                    metavar=("PRE", "JOINT", "FINE"),
+                    help="epochs of pre-training, joint training and fine-tuning (a short "
+                    "schedule; the README's results use 300 600 150)")
+    tr.add_argument("--mode", default="interpolation", choices=["interpolation", "extrapolation"],
+                    help="which frames are held out")
+    tr.add_argument("--latent", type=int, default=8, help="latent dimension")
+    tr.add_argument("--seed", type=int, default=0, help="model seed")
+    tr.add_argument("--out", default="runs/var", help="output folder")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train_var)
 
-    g = sub.add_parser("gradcheck", help="analytic vs finite-difference gradients")
-    g.add_argument("model", choices=["vae"])
-    g.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
-    g.add_argument("--activation", default="tanh", choices=["relu", "tanh", "softplus"])
-    g.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("gradcheck", formatter_class=formatter,
+                       help="analytic vs finite-difference gradients")
+    g.add_argument("model", choices=["vae"], help="the model to check")
+    g.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"],
+                   help="decoder likelihood")
+    g.add_argument("--activation", default="tanh", choices=["relu", "tanh", "softplus"],
+                   help="hidden-layer activation")
+    g.add_argument("--seed", type=int, default=0, help="seed of the model and its data")
     g.set_defaults(func=_cmd_gradcheck)
 
-    b = sub.add_parser("bench", help="benchmarks: ours vs baselines, as ratios of medians")
+    b = sub.add_parser("bench", formatter_class=formatter,
+                       help="benchmarks: ours vs baselines, as ratios of medians")
     b.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
-    b.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    b.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="cpu: the target table; gpu: cuda kernels against cpu (needs CuPy)")
     b.add_argument("--out", default="runs/bench.json", help="where to write the JSON table")
     b.set_defaults(func=_cmd_bench)
     return p

@@ -341,8 +341,8 @@ def test_resumed_training_is_bit_identical(tmp_path):
 
 def test_cuda_sim_training_agrees_with_cpu():
     # Same seed: same initial parameters (host draw), same noise (NumPy generator on both),
-    # same batches; only the reparam and Adam kernels differ (Numba cpu vs simulated cuda),
-    # and they agree to float32 rounding. After 4 Adam steps the parameters agree to 1e-5.
+    # same batches; only the kernels differ (reparameterisation, Bernoulli, bias/ReLU and
+    # Adam: Numba cpu vs simulated cuda), and they agree to float32 rounding. After 4 Adam steps the parameters agree to 1e-5.
     X = _toy_data(n=24, d=6)
     params = {}
     for device in ("cpu", "cuda-sim"):

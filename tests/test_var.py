@@ -1,9 +1,12 @@
 """Tests of minivae.VARegressor: end-to-end gradients, the schedule, persistence, devices,
 input validation and a learning smoke test. Everything is tiny so the file runs fast."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
+from minivae import var as var_module
 from minivae.datasets import make_image_sequences
 from minivae.errors import DataError
 from minivae.gradcheck import check_gradients, format_table
@@ -46,16 +49,22 @@ def _assert_gradients(rows):
 # ---- gradients -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("n_features", [1, 2])
-def test_joint_gradients_match_finite_differences(rng, likelihood, n_features):
+def _joint_problem(rng, likelihood, n_features):
+    """A perturbed tiny model, its data, two episodes from different groups (with different
+    numbers of queries) and their anchor noise."""
     X, Y, groups = _toy_data(rng, n_features=n_features)
     model = _tiny_model(likelihood=likelihood).fit(X, Y, groups=groups, progress=False)
     _perturb(model, rng)
-    # Two episodes from different groups, with different numbers of queries.
     episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
                 (np.array([8, 10, 12, 15]), np.array([9, 14]))]
     eps = rng.standard_normal((8, 3))
+    return model, X, Y, episodes, eps
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("n_features", [1, 2])
+def test_joint_gradients_match_finite_differences(rng, likelihood, n_features):
+    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features)
     loss, grads = model.loss_and_grads(X, Y, episodes, eps=eps)
     assert np.isfinite(loss)
     assert list(grads) == list(model.params)
@@ -120,12 +129,7 @@ def _numpy_joint_loss(params, X, Y, episodes, eps, noise, likelihood):
 def test_joint_loss_matches_a_plain_numpy_forward(rng, likelihood):
     """The loss value itself, against the derivation's formulas evaluated independently
     (float64; different summation orders only: rtol 1e-12)."""
-    X, Y, groups = _toy_data(rng, n_features=2)
-    model = _tiny_model(likelihood=likelihood).fit(X, Y, groups=groups, progress=False)
-    _perturb(model, rng)
-    episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
-                (np.array([8, 10, 12, 15]), np.array([9, 14]))]
-    eps = rng.standard_normal((8, 3))
+    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features=2)
     loss, _ = model.loss_and_grads(X, Y, episodes, eps=eps)
     expected = _numpy_joint_loss({k: np.asarray(v) for k, v in model.params.items()}, X, Y,
                                  episodes, eps, model.noise, likelihood)
@@ -205,6 +209,7 @@ def test_save_load_round_trip_predicts_identically(rng, tmp_path):
         assert np.array_equal(got, want)
     assert loaded.get_config() == model.get_config()
     assert loaded.lengthscale_ == model.lengthscale_
+    assert loaded.history_ == model.history_
 
 
 def test_training_checkpoint_resumes_bit_identically(rng, tmp_path):
@@ -220,6 +225,7 @@ def test_training_checkpoint_resumes_bit_identically(rng, tmp_path):
     assert resumed.history_["phase"] == full.history_["phase"]
     loaded = VARegressor.load(path)
     assert np.array_equal(loaded.predict(X[:3], groups[:3]), resumed.predict(X[:3], groups[:3]))
+    assert loaded.history_ == resumed.history_
 
 
 def test_cuda_sim_training_agrees_with_cpu(rng):
@@ -375,3 +381,73 @@ def test_joint_training_lowers_the_joint_loss():
     joint_losses = [loss for loss, phase in zip(joint.history_["train_loss"],
                                                 joint.history_["phase"]) if phase == "joint"]
     assert np.mean(joint_losses[-5:]) < np.mean(joint_losses[:5])
+
+
+# ---- memory and precision of the helpers ---------------------------------------------------
+
+
+def _peak_bytes(function, *args):
+    tracemalloc.start()
+    try:
+        result = function(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("n_episodes, n_g, size", [(1, 5, 5), (3, 7, 4), (50, 997, 20)])
+@pytest.mark.parametrize("keys_per_draw", [1 << 20, 300])
+def test_episode_rows_are_the_argsort_draw(monkeypatch, n_episodes, n_g, size, keys_per_draw):
+    """Bit-identical to drawing every key at once and sorting whole rows (the formula of
+    the class Notes), in one draw or in many, and the generator ends in the same state."""
+    monkeypatch.setattr(var_module, "_EPISODE_KEYS_PER_DRAW", keys_per_draw)
+    expected_rng, rng = np.random.default_rng(4), np.random.default_rng(4)
+    expected = np.argsort(expected_rng.random((n_episodes, n_g)), axis=1)[:, :size]
+    picks = var_module._draw_episode_rows(rng, n_episodes, n_g, size)
+    assert np.array_equal(picks, expected)
+    assert rng.random() == expected_rng.random()
+
+
+def test_episode_rows_of_a_long_sequence_use_bounded_memory():
+    """20,000 frames in one group, episodes of 20: the keys of all 1,000 episodes at once
+    would take 153 MiB; the draw stays near _EPISODE_KEYS_PER_DRAW keys (8 MiB) plus their
+    partition (8 MiB)."""
+    picks, peak = _peak_bytes(var_module._draw_episode_rows, np.random.default_rng(0), 1000,
+                              20000, 20)
+    assert picks.shape == (1000, 20)
+    assert all(np.unique(row).size == 20 for row in picks[:50])
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_nearest_distinct_distances_with_bounded_memory(rng):
+    """Against all pairwise distances; 1500 rows of 22 features (the postures' width): the
+    (rows, n, p) differences of 512-row blocks took 135 MiB twice over, the blocks are now
+    sized to _NEAREST_BLOCK_ENTRIES values (32 MiB, and the same again for their squares)."""
+    X = rng.uniform(size=(1500, 22))
+    X[7] = X[3]  # a duplicate: the distance 0 is skipped
+    nearest, peak = _peak_bytes(var_module._nearest_distinct_distances, X)
+    distances = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(axis=-1))
+    distances[distances == 0] = np.inf
+    np.testing.assert_array_equal(nearest, distances.min(axis=1))
+    assert peak < 3 * 8 * var_module._NEAREST_BLOCK_ENTRIES, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_float32_model_predicts_through_a_float64_gp(rng):
+    """Prediction conditions on every frame of a group (400 here): with the GP in float32
+    the latent mean and variance were off by 9e-4 and 1.2e-3 relative against the float64
+    model with the same parameters; with the GP in float64 only the float32 encoder and
+    inputs differ (measured 1.4e-7 and 6.4e-7)."""
+    n = 400
+    X = np.linspace(0.0, 1.0, n)[:, None]
+    Y = rng.uniform(size=(n, 3, 2))
+    model64 = _tiny_model().fit(X, Y, progress=False)
+    _perturb(model64, rng)
+    model32 = _tiny_model(dtype="float32").fit(X, Y, progress=False)
+    model32.set_state({name: np.asarray(value) for name, value in model64.params.items()})
+    X_new = rng.uniform(0.0, 1.0, size=(50, 1))
+    mean64, var64 = model64.predict_latent(X_new)
+    mean32, var32 = model32.predict_latent(X_new)
+    assert mean32.dtype == var32.dtype == np.float32
+    assert np.max(np.abs(mean32 - mean64)) < 1e-5 * np.max(np.abs(mean64))
+    assert np.max(np.abs(var32 - var64)) < 1e-5 * np.max(np.abs(var64))
+
