@@ -40,12 +40,39 @@ def adam_step_reference(param, grad, m, v, lr, beta1, beta2, eps, t):
     m[abs(m) < tiny] = 0
     v[v < tiny] = 0
     step = lr / (1 - beta1**t)
-    denom = np.sqrt(v / (1 - beta2**t)) + eps
+    # sqrt(v / (1 - beta2^t)) written as sqrt(v) / sqrt(1 - beta2^t), as the kernels do: v
+    # itself can be near the top of float32's range (v ~ 1e37 for g ~ 1e20), and dividing
+    # it by 1 - beta2^t << 1 before the square root would overflow to inf.
+    denom = np.sqrt(v) / math.sqrt(1 - beta2**t) + eps
     param -= step * m / denom
 
 
+def _check_hyperparameters(lr, beta1, beta2, eps, t):
+    """Raise ValueError unless ``0 <= beta1, beta2 < 1``, ``eps`` is positive and finite,
+    ``lr`` finite and ``t >= 1``.
+
+    beta = 1 (or t = 0) would divide by ``1 - beta^t = 0`` in a bias correction, beta > 1
+    take the square root of a negative ``1 - beta2^t``, and eps = 0 divide by 0 where v = 0.
+    """
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not 0.0 <= beta < 1.0:  # False for NaN too
+            raise ValueError(
+                f"adam_step: {name}={beta} must be in [0, 1), the decay rate of a moment "
+                "estimate (0.9 and 0.999 are the usual beta1 and beta2)"
+            )
+    if not (eps > 0.0 and math.isfinite(eps)):
+        raise ValueError(
+            f"adam_step: eps={eps} must be positive and finite (1e-8 is the usual value)"
+        )
+    if not math.isfinite(lr):
+        raise ValueError(f"adam_step: lr={lr} must be finite")
+    if t < 1:
+        raise ValueError(f"adam_step: t={t} must be the 1-based step count (t >= 1)")
+
+
 def _check_arrays(param, grad, m, v):
-    """Raise ValueError unless the four arrays are C-contiguous, same shape, same float dtype."""
+    """Raise ValueError unless the four arrays are C-contiguous, same shape, same float dtype,
+    and the three that are updated (param, m, v) writeable."""
     names = ("param", "grad", "m", "v")
     arrays = (param, grad, m, v)
     dtype = param.dtype
@@ -68,6 +95,12 @@ def _check_arrays(param, grad, m, v):
                 "kernel updates flat views in place, so pass contiguous arrays "
                 "(np.ascontiguousarray makes a copy, which would not be updated in place)"
             )
+        # CuPy arrays have no read-only flag
+        if name != "grad" and isinstance(array, np.ndarray) and not array.flags.writeable:
+            raise ValueError(
+                f"adam_step: {name} is read-only; adam_step updates param, m and v in place, "
+                "so pass writeable arrays"
+            )
 
 
 def _scalars(dtype, lr, beta1, beta2, eps, t):
@@ -75,11 +108,10 @@ def _scalars(dtype, lr, beta1, beta2, eps, t):
 
     Returns ``(step, inv_sqrt_bc2, beta1, beta2, 1 - beta1, 1 - beta2, eps, tiny)`` with
     ``step = lr / (1 - beta1^t)`` and ``inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t)``, so that
-    the per-element update is ``param -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps)``,
-    algebraically the reference's ``step * m / (sqrt(v / (1 - beta2^t)) + eps)``.
+    the per-element update is ``param -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps)``: the
+    reference's ``sqrt(v) / sqrt(1 - beta2^t)``, its division folded into one scalar. The
+    hyperparameters are checked by :func:`adam_step`.
     """
-    if t < 1:
-        raise ValueError(f"adam_step: t={t} must be the 1-based step count (t >= 1)")
     cast = np.dtype(dtype).type
     step = lr / (1.0 - beta1**t)
     inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
@@ -215,11 +247,24 @@ def adam_step(param, grad, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1,
     ----------
     param, grad, m, v : arrays of one shape and one dtype (float32 or float64)
         C-contiguous NumPy arrays (``impl="cpu"``, or ``"cuda"`` under the simulator) or
-        CuPy arrays (``impl="cuda"`` on a GPU). ``param``, ``m`` and ``v`` are updated.
-    lr, beta1, beta2, eps : float
+        CuPy arrays (``impl="cuda"`` on a GPU). ``param``, ``m`` and ``v`` are updated
+        (so they must be writeable).
+    lr : float
+        Finite.
+    beta1, beta2 : float
+        In [0, 1).
+    eps : float
+        Positive and finite.
     t : int
         The 1-based step count, for the bias corrections.
     impl : {"reference", "cpu", "cuda"}
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range (for every ``impl``); for ``"cpu"`` and
+        ``"cuda"``, arrays that differ in shape or dtype, are not float32 or float64, are
+        not C-contiguous, or (param, m, v) are read-only.
 
     Notes
     -----
@@ -232,4 +277,5 @@ def adam_step(param, grad, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, t=1,
         raise ValueError(
             f"adam_step: impl={impl!r} is not one of {sorted(_IMPLEMENTATIONS)}"
         ) from None
+    _check_hyperparameters(lr, beta1, beta2, eps, t)
     implementation(param, grad, m, v, lr, beta1, beta2, eps, t)

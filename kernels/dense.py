@@ -36,7 +36,10 @@ _THREADS_PER_BLOCK = 128
 _MAX_BLOCKS = 1024
 
 
-def _check(y, b, y_name, b_name):
+def _check(y, b, y_name, b_name, kernel, b_written):
+    """Raise ValueError unless ``y`` (n, m) and ``b`` (m,) share one float dtype, ``y`` is
+    C-contiguous and the arrays ``kernel`` writes (``y``, and ``b`` when ``b_written``) are
+    writeable."""
     if y.ndim != 2 or b.ndim != 1 or b.shape[0] != y.shape[1]:
         raise ValueError(
             f"{y_name} has shape {tuple(y.shape)} and {b_name} has shape {tuple(b.shape)}; "
@@ -49,6 +52,13 @@ def _check(y, b, y_name, b_name):
         )
     if not y.flags.c_contiguous:
         raise ValueError(f"{y_name} must be C-contiguous; pass np.ascontiguousarray({y_name})")
+    for name, array in ((y_name, y), (b_name, b)) if b_written else ((y_name, y),):
+        # CuPy arrays have no read-only flag
+        if isinstance(array, np.ndarray) and not array.flags.writeable:
+            raise ValueError(
+                f"{name} is read-only, but {kernel} writes into it in place; pass a writeable "
+                f"array (np.array({name}) is a writeable copy)"
+            )
 
 
 # ---- reference: NumPy (also CuPy) ------------------------------------------------------
@@ -124,15 +134,17 @@ def _bias_grad_cpu(dy, db, relu_output, masked):
 
 def add_bias_cpu(y, b, relu=False):
     """Numba implementation of :func:`add_bias_reference` (one pass)."""
-    _check(y, b, "y", "b")
+    _check(y, b, "y", "b", "add_bias", b_written=False)
     _add_bias_cpu(y, b, bool(relu))
     return y
 
 
 def bias_grad_cpu(dy, db, relu_output=None):
     """Numba implementation of :func:`bias_grad_reference` (one pass; the rows are summed
-    in order, as NumPy's ``sum(axis=0)`` does, so the results agree to the last bit)."""
-    _check(dy, db, "dy", "db")
+    in order). For two or more columns NumPy's ``sum(axis=0)`` adds the rows in order too,
+    and the results agree to the last bit; a single column is contiguous along the summed
+    axis, where NumPy sums pairwise, so there the two round differently."""
+    _check(dy, db, "dy", "db", "bias_grad", b_written=True)
     masked = relu_output is not None
     if masked:
         _check_like(relu_output, dy)
@@ -205,7 +217,7 @@ def _cuda_launch(kernel, n_threads, *args):
 def add_bias_cuda(y, b, relu=False):
     """Numba-CUDA implementation of :func:`add_bias_reference`: a grid-stride loop over
     the entries (consecutive threads, consecutive entries of a row)."""
-    _check(y, b, "y", "b")
+    _check(y, b, "y", "b", "add_bias", b_written=False)
     if y.size:
         _cuda_launch(_cuda_kernels()["add_bias"], y.size, y, b, bool(relu),
                      y.dtype.type(0))
@@ -214,8 +226,9 @@ def add_bias_cuda(y, b, relu=False):
 
 def bias_grad_cuda(dy, db, relu_output=None):
     """Numba-CUDA implementation of :func:`bias_grad_reference`: one thread per column sums
-    its rows in order."""
-    _check(dy, db, "dy", "db")
+    its rows in order (bit-equal to NumPy for two or more columns; see
+    :func:`bias_grad_cpu`)."""
+    _check(dy, db, "dy", "db", "bias_grad", b_written=True)
     masked = relu_output is not None
     if masked:
         _check_like(relu_output, dy)
@@ -245,7 +258,7 @@ def add_bias(y, b, relu=False, impl="cpu"):
 
     Parameters
     ----------
-    y : (n, m) C-contiguous float array
+    y : (n, m) C-contiguous, writeable float array
         The layer's ``x @ W``; overwritten with ``y + b`` (``max(y + b, 0)`` with ``relu``).
     b : (m,) array of ``y``'s dtype
     relu : bool
@@ -265,11 +278,11 @@ def bias_grad(dy, db, relu_output=None, impl="cpu"):
 
     Parameters
     ----------
-    dy : (n, m) C-contiguous float array
+    dy : (n, m) C-contiguous, writeable float array
         Gradient with respect to the layer's output (after the ReLU when masked); with
         ``relu_output`` it is overwritten with ``dy * [relu_output > 0]``, the gradient
         with respect to the pre-activation.
-    db : (m,) array of ``dy``'s dtype, written
+    db : (m,) writeable array of ``dy``'s dtype, written
     relu_output : (n, m) array or None
         The ReLU's forward output ``max(x W + b, 0)``.
     impl : {"reference", "cpu", "cuda"}

@@ -24,6 +24,23 @@ import numpy as np
 
 from ._cuda import launch
 
+
+def _float_dtype(X):
+    """The dtype every implementation computes and returns in for points of ``X``'s dtype:
+    float32 and float64 as given, anything else (integers, bool, float16) float64."""
+    return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def _check_variance(variance):
+    """Raise ValueError unless ``variance`` is a single number (a float, a NumPy scalar or
+    a 0-d array); every implementation takes exactly these."""
+    if np.ndim(variance) != 0:
+        raise ValueError(
+            f"variance must be a float, got an array of shape {np.shape(variance)}; pass "
+            f"one number (variance.item() for a one-element array)"
+        )
+
+
 def _check_lengthscale(lengthscale, d, dtype):
     ls = np.asarray(lengthscale, dtype=dtype).reshape(-1)
     if ls.size not in (1, d):
@@ -46,16 +63,19 @@ def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, a
         None means Y = X (and amp_y = amp_x).
     lengthscale : float or (d,) array
     variance : float
+        One number (a NumPy scalar or a 0-d array is taken too).
     amp_x : (n,) array or None
     amp_y : (m,) array or None
 
     Returns
     -------
-    K : (n, m) array, dtype of X
+    K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64)
     """
     X = np.asarray(X)
+    X = X.astype(_float_dtype(X), copy=False)
     symmetric = Y is None
     Y = X if symmetric else np.asarray(Y)
+    _check_variance(variance)
     ls = _check_lengthscale(lengthscale, X.shape[1], X.dtype)
     diff = (X[:, None, :] - Y[None, :, :]) / ls
     K = variance * np.exp(-0.5 * np.sum(diff * diff, axis=-1))
@@ -78,15 +98,16 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
     X : (n, d) array
     lengthscale : float or (d,) array
     variance : float
+        One number (a NumPy scalar or a 0-d array is taken too).
     amp : (n,) array or None
         Per-point amplitudes a (the kernel is s a_i a_j exp(...)).
 
     Returns
     -------
-    dtheta : (p + 1,) array
+    dtheta : (p + 1,) array, dtype of X (float64 for X of any dtype but float32 and float64)
         ``0.5 sum W dK/dlog l_k`` for each lengthscale (p = 1 isotropic, p = d ARD), then
         ``0.5 sum W dK/dlog s``.
-    damp : (n,) array or None
+    damp : (n,) array or None, dtype as dtheta
         ``0.5 sum_ij W_ij dK_ij/da_p`` for each p, or None without amplitudes.
 
     Notes
@@ -98,7 +119,9 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
     This reference forms the n x n x d tensor; the fast implementations never do.
     """
     X = np.asarray(X)
+    X = X.astype(_float_dtype(X), copy=False)
     W = np.asarray(W)
+    _check_variance(variance)
     ls = _check_lengthscale(lengthscale, X.shape[1], X.dtype)
     diff = (X[:, None, :] - X[None, :, :]) / ls
     sq = diff * diff
@@ -118,10 +141,6 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
 
 
 # ---- input checks shared by the fast implementations ---------------------------------
-
-
-def _float_dtype(X):
-    return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def _check_points(X, name, xp=np):
@@ -171,7 +190,8 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
     ls = _check_lengthscale(_to_host(lengthscale), X.shape[1], np.float64)
     amp_x = _check_amp(amp_x, X.shape[0], "amp_x", dtype, xp)
     amp_y = amp_x if symmetric else _check_amp(amp_y, Y.shape[0], "amp_y", dtype, xp)
-    return X, Y, symmetric, ls, float(variance), amp_x, amp_y
+    _check_variance(variance)
+    return X, Y, symmetric, ls, float(_to_host(variance)), amp_x, amp_y
 
 
 def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
@@ -187,7 +207,8 @@ def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
     W = xp.ascontiguousarray(W, dtype=_float_dtype(W))
     ls = _check_lengthscale(_to_host(lengthscale), X.shape[1], np.float64)
     amp = _check_amp(amp, n, "amp", dtype, xp)
-    return W, X, ls, float(variance), amp
+    _check_variance(variance)
+    return W, X, ls, float(_to_host(variance)), amp
 
 
 def _to_host(x):
@@ -730,15 +751,15 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
 
     Returns
     -------
-    K : (n, m) array, dtype of X (float64 for integer X); with Y None, exactly symmetric
-        for ``"cpu"``.
+    K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64);
+        with Y None, exactly symmetric for ``"cpu"``.
 
     Raises
     ------
     ValueError
         X or Y not 2-D or not finite, column counts that differ, a lengthscale that is not
-        positive or has neither 1 nor d values, amplitudes of the wrong length, an unknown
-        ``impl``.
+        positive or has neither 1 nor d values, a variance that is not one number,
+        amplitudes of the wrong length, an unknown ``impl``.
     """
     if impl == "reference":
         return rbf_matrix_reference(X, Y, lengthscale, variance, amp_x, amp_y)
@@ -767,7 +788,7 @@ def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu")
     ------
     ValueError
         W not of shape (n, n), X not 2-D or not finite, a bad lengthscale or amplitude
-        length, an unknown ``impl``.
+        length, a variance that is not one number, an unknown ``impl``.
     """
     if impl == "reference":
         return rbf_grad_contract_reference(W, X, lengthscale, variance, amp)

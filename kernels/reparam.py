@@ -62,9 +62,12 @@ def reparam_backward_reference(dz, logvar, eps):
 # math.exp per entry costs more than the rest of the kernel) and is used while the
 # block's mu, eps and dz stream past it; no temporary the size of the inputs is made.
 # float64 outputs take kernels/rbf.py's float64 exp (1 ulp); float32 outputs a float32
-# polynomial (_std_float32), a third of the cost, as accurate as float32 needs. Above _PARALLEL_MIN_ENTRIES the
-# blocks are spread over threads (prange); the serial and parallel kernels are distinct
-# functions, so Numba's cache keeps one entry for each.
+# polynomial (_std_float32), a third of the cost, as accurate as float32 needs. With at
+# least two blocks and _PARALLEL_MIN_ENTRIES entries of eps, the blocks are spread over
+# threads (prange; see _parallel): a block is one thread's work, so with one block the
+# parallel build only pays the thread pool's wake-up (measured at 40 x 100 x 20 float32:
+# 65 us against 11 us serially). The serial and parallel kernels are distinct functions,
+# so Numba's cache keeps one entry for each; they give bit-identical results.
 _PARALLEL_MIN_ENTRIES = 1 << 15  # below this, waking the thread pool costs more than it saves
 #: Entries per block: the work buffers (8 bytes an entry for float32, 28 for float64) stay
 #: in the L1/L2 cache. 4096-16384 measured alike at 4096 x 256 float32; 1024 12% slower.
@@ -340,17 +343,55 @@ def _array_module(x):
     return cupy
 
 
-def _check_shapes(mu_like, logvar, eps):
-    if eps.ndim != 3 or logvar.ndim != 2 or eps.shape[1:] != logvar.shape:
+def _check_inputs(function, name, first, logvar, eps):
+    """Raise ValueError unless the arrays fit the one contract of every implementation.
+
+    ``first`` is ``mu`` (shape (n, k)) for the forward, ``dz`` (shape (L, n, k)) for the
+    backward, and ``name`` says which; ``logvar`` is (n, k), ``eps`` (L, n, k) with L >= 1,
+    and all three share one dtype, float32 or float64. The cpu kernels walk flat runs of
+    n * k entries and the cuda kernels index with (i, j): an array of any other shape
+    would be read or written past its end, and an integer one truncate the results.
+    """
+    if logvar.ndim != 2 or eps.ndim != 3 or eps.shape[1:] != logvar.shape:
         raise ValueError(
-            f"reparam: expected logvar of shape (n, k) and eps of shape (L, n, k) with the same "
-            f"n and k; got logvar {logvar.shape}, eps {eps.shape}"
+            f"{function}: expected logvar of shape (n, k) and eps of shape (L, n, k) with the "
+            f"same n and k; got logvar {logvar.shape}, eps {eps.shape}"
         )
-    if mu_like.shape[-2:] != logvar.shape:
+    if name == "mu" and first.shape != logvar.shape:
         raise ValueError(
-            f"reparam: mu/dz trailing shape {mu_like.shape[-2:]} does not match logvar "
-            f"{logvar.shape}"
+            f"{function}: mu has shape {first.shape} but logvar {logvar.shape}; mu must be "
+            f"(n, k), one row per example"
         )
+    if name == "dz" and first.shape != eps.shape:
+        raise ValueError(
+            f"{function}: dz has shape {first.shape} but eps has {eps.shape}; pass the "
+            f"gradient with respect to the forward's z"
+        )
+    if eps.shape[0] == 0:
+        raise ValueError(f"{function}: eps has 0 samples (shape {eps.shape}); draw at least one")
+    if first.dtype not in (np.float32, np.float64):
+        raise ValueError(
+            f"{function}: {name} has dtype {first.dtype}; the kernels take float32 or "
+            f"float64: cast with {name}.astype(np.float32) or {name}.astype(np.float64)"
+        )
+    for other_name, other in (("logvar", logvar), ("eps", eps)):
+        if other.dtype != first.dtype:
+            raise ValueError(
+                f"{function}: {other_name} has dtype {other.dtype} but {name} has "
+                f"{first.dtype}; cast with {other_name}.astype({name}.dtype)"
+            )
+
+
+def _check_impl(impl):
+    if impl not in ("reference", "cpu", "cuda"):
+        raise ValueError(f"impl={impl!r} is not one of ('reference', 'cpu', 'cuda')")
+
+
+def _parallel(n_entries, n_samples):
+    """Whether the cpu kernels take their parallel build for ``n_samples`` x ``n_entries``
+    (``n * k``) entries: the blocks of logvar entries are what the threads share, so it
+    takes at least two of them, and _PARALLEL_MIN_ENTRIES entries of eps."""
+    return n_entries > _BLOCK and n_samples * n_entries >= _PARALLEL_MIN_ENTRIES
 
 
 # ---- dispatch --------------------------------------------------------------------------
@@ -359,23 +400,23 @@ def _check_shapes(mu_like, logvar, eps):
 def reparam_forward(mu, logvar, eps, impl="cpu"):
     """``z = mu + exp(logvar/2) * eps``; see :func:`reparam_forward_reference`.
 
-    ``impl="cpu"`` and ``"cuda"`` need C-contiguous inputs of one float dtype (they are
-    made contiguous here if they are not).
+    Every implementation takes ``mu`` and ``logvar`` of shape (n, k) and ``eps`` of shape
+    (L, n, k) with L >= 1, all of one dtype, float32 or float64 (ValueError otherwise);
+    ``impl="cpu"`` and ``"cuda"`` make them C-contiguous if they are not.
     """
+    _check_impl(impl)
+    _check_inputs("reparam_forward", "mu", mu, logvar, eps)
     if impl == "reference":
         return reparam_forward_reference(mu, logvar, eps)
-    _check_shapes(mu, logvar, eps)
     xp = _array_module(mu)
     mu, logvar, eps = (xp.ascontiguousarray(a) for a in (mu, logvar, eps))
     z = xp.empty(eps.shape, dtype=eps.dtype)
     if impl == "cpu":
-        forward = _forward_parallel if eps.size >= _PARALLEL_MIN_ENTRIES else _forward_serial
+        forward = _forward_parallel if _parallel(mu.size, eps.shape[0]) else _forward_serial
         forward(mu.reshape(-1), logvar.reshape(-1), eps.reshape(eps.shape[0], -1),
                 z.reshape(eps.shape[0], -1))
-    elif impl == "cuda":
-        _cuda_launch(_cuda_kernels()["forward"], mu.size, (mu, logvar, eps, z))
     else:
-        raise ValueError(f"impl={impl!r} is not one of ('reference', 'cpu', 'cuda')")
+        _cuda_launch(_cuda_kernels()["forward"], mu.size, (mu, logvar, eps, z))
     return z
 
 
@@ -383,23 +424,23 @@ def reparam_backward(dz, logvar, eps, impl="cpu"):
     """``(dmu, dlogvar)``; see :func:`reparam_backward_reference`.
 
     Derivation: docs/derivations.md, "Reparameterisation".
+
+    Every implementation takes ``dz`` and ``eps`` of shape (L, n, k) with L >= 1 and
+    ``logvar`` of shape (n, k), all of one dtype, float32 or float64 (ValueError otherwise).
     """
+    _check_impl(impl)
+    _check_inputs("reparam_backward", "dz", dz, logvar, eps)
     if impl == "reference":
         return reparam_backward_reference(dz, logvar, eps)
-    _check_shapes(dz, logvar, eps)
-    if dz.shape != eps.shape:
-        raise ValueError(f"reparam_backward: dz has shape {dz.shape} but eps has {eps.shape}")
     xp = _array_module(dz)
     dz, logvar, eps = (xp.ascontiguousarray(a) for a in (dz, logvar, eps))
     dmu = xp.empty(logvar.shape, dtype=dz.dtype)
     dlogvar = xp.empty(logvar.shape, dtype=dz.dtype)
     if impl == "cpu":
-        backward = (_backward_parallel if eps.size >= _PARALLEL_MIN_ENTRIES
+        backward = (_backward_parallel if _parallel(logvar.size, eps.shape[0])
                     else _backward_serial)
         backward(dz.reshape(dz.shape[0], -1), logvar.reshape(-1),
                  eps.reshape(eps.shape[0], -1), dmu.reshape(-1), dlogvar.reshape(-1))
-    elif impl == "cuda":
-        _cuda_launch(_cuda_kernels()["backward"], logvar.size, (dz, logvar, eps, dmu, dlogvar))
     else:
-        raise ValueError(f"impl={impl!r} is not one of ('reference', 'cpu', 'cuda')")
+        _cuda_launch(_cuda_kernels()["backward"], logvar.size, (dz, logvar, eps, dmu, dlogvar))
     return dmu, dlogvar

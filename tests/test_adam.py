@@ -145,6 +145,70 @@ def test_rejects_bad_arrays(impl):
         adam_step(*good, t=0, impl=impl)
 
 
+BAD_HYPERPARAMETERS = [
+    ({"beta1": 1.0}, r"beta1=1.0 must be in \[0, 1\)"),  # used to be a ZeroDivisionError
+    ({"beta2": 1.0}, r"beta2=1.0 must be in \[0, 1\)"),  # ZeroDivisionError
+    ({"beta2": 1.5}, r"beta2=1.5 must be in \[0, 1\)"),  # "math domain error"
+    ({"beta1": -0.1}, r"beta1=-0.1 must be in \[0, 1\)"),
+    ({"beta1": float("nan")}, r"beta1=nan must be in \[0, 1\)"),
+    ({"eps": 0.0}, r"eps=0.0 must be positive and finite"),
+    ({"eps": -1e-8}, r"eps=-1e-08 must be positive and finite"),
+    ({"eps": float("inf")}, r"eps=inf must be positive and finite"),
+    ({"lr": float("nan")}, r"lr=nan must be finite"),
+    ({"lr": float("-inf")}, r"lr=-inf must be finite"),
+    ({"t": 0}, r"t=0 must be the 1-based step count"),  # the reference divided by 0
+]
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+@pytest.mark.parametrize("hyper, message", BAD_HYPERPARAMETERS,
+                         ids=[f"{k}={v}" for hyper, _ in BAD_HYPERPARAMETERS
+                              for k, v in hyper.items()])
+def test_rejects_bad_hyperparameters(impl, hyper, message):
+    arrays = [np.full((2, 3), 0.5) for _ in range(4)]
+    with pytest.raises(ValueError, match="adam_step: " + message):
+        adam_step(*arrays, impl=impl, **hyper)
+    for array in arrays:  # refused before anything is updated
+        np.testing.assert_array_equal(array, 0.5)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "cuda"])
+@pytest.mark.parametrize("name", ["param", "m", "v"])
+def test_rejects_read_only_state(impl, name):
+    # used to be a multi-page Numba TypingError from the cpu build
+    arrays = {key: np.ones((2, 3)) for key in ("param", "grad", "m", "v")}
+    arrays[name].flags.writeable = False
+    with pytest.raises(ValueError, match=f"adam_step: {name} is read-only; adam_step updates"):
+        adam_step(**arrays, impl=impl)
+
+
+def test_read_only_grad_is_taken_by_the_cpu_kernel(rng):
+    # grad is only read. (The CUDA simulator copies every NumPy argument back after a
+    # launch, so it cannot take read-only arrays at all; CuPy arrays have no such flag.)
+    param, m, v = _state(rng, (4, 5), np.float64)
+    grad = rng.standard_normal((4, 5))
+    expected = [a.copy() for a in (param, m, v)]
+    adam_step(expected[0], grad, expected[1], expected[2], t=2, impl="reference")
+    grad.flags.writeable = False
+    adam_step(param, grad, m, v, t=2, impl="cpu")
+    for mine, reference in zip((param, m, v), expected):
+        np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+def test_huge_float32_gradients_do_not_overflow_the_update(impl):
+    # v = (1 - beta2) g^2 ~ 1e37 is a finite float32, but v / (1 - beta2^3) ~ 3e39 is not:
+    # the bias correction must be applied to sqrt(v) (the reference used to overflow to
+    # inf there and leave param at 0, where cpu and cuda took the full step).
+    grad = np.array([1e19, -3e19, 1e20], np.float32)
+    param, m, v = (np.zeros(3, np.float32) for _ in range(3))
+    adam_step(param, grad, m, v, lr=1e-3, t=3, impl=impl)
+    g = grad.astype(np.float64)
+    m_hat = 0.1 * g / (1 - 0.9**3)
+    v_hat = 0.001 * g * g / (1 - 0.999**3)  # in float64, where it is finite
+    np.testing.assert_allclose(param, -1e-3 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-5, atol=0)
+
+
 def test_unknown_impl_is_named():
     arrays = [np.ones(3) for _ in range(4)]
     valid = r"\['cpu', 'cuda', 'reference'\]"

@@ -284,6 +284,51 @@ def test_contract_rejects_bad_inputs(rng, impl):
         rbf_grad_contract(np.ones((5, 5)), X, lengthscale=[1.0, 1.0], impl=impl)
 
 
+IMPLS = ["reference", "cpu", "cuda"]
+
+
+def test_integer_points_give_float64_alike_in_every_impl(rng):
+    """Integer X is computed in float64 by all three (the reference used to cast the
+    lengthscale to the integer dtype, and K to integers: 0.5 became 0, "lengthscale must be
+    positive, got [0]")."""
+    X = rng.integers(-3, 4, size=(6, 3))
+    Y = rng.integers(-3, 4, size=(4, 3))
+    W = rng.uniform(0.1, 1.0, size=(6, 6))  # positive: no cancellation, plain rtol
+    amp = rng.uniform(0.5, 2.0, size=6)
+    for lengthscale in (0.5, [0.5, 1.5, 2.5]):
+        K_xy = rbf_matrix_reference(X.astype(np.float64), Y.astype(np.float64), lengthscale, 1.7)
+        K_xx = rbf_matrix_reference(X.astype(np.float64), None, lengthscale, 1.7)
+        dtheta, damp = rbf_grad_contract_reference(W, X.astype(np.float64), lengthscale, 1.7, amp)
+        for impl in IMPLS:
+            got = [rbf_matrix(X, Y, lengthscale, 1.7, impl=impl),
+                   rbf_matrix(X, None, lengthscale, 1.7, impl=impl),
+                   *rbf_grad_contract(W, X, lengthscale, 1.7, amp, impl=impl)]
+            for mine, expected in zip(got, (K_xy, K_xx, dtheta, damp)):
+                assert mine.dtype == np.float64, f"{impl}: dtype {mine.dtype}"
+                np.testing.assert_allclose(mine, expected, rtol=1e-12, atol=0,
+                                           err_msg=f"{impl}, lengthscale {lengthscale}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_variance_must_be_a_scalar(rng, impl):
+    """The docstring's float, given as a Python float or a 0-d array, is taken alike by
+    every impl; an array of any other shape is refused by every impl (a one-element array
+    used to work in the reference only, and raise TypeError elsewhere)."""
+    X = rng.normal(size=(4, 2))
+    W = rng.normal(size=(4, 4))
+    K = rbf_matrix(X, None, 1.2, 1.3, impl=impl)
+    dtheta, _ = rbf_grad_contract(W, X, 1.2, 1.3, impl=impl)
+    np.testing.assert_array_equal(rbf_matrix(X, None, 1.2, np.array(1.3), impl=impl), K)
+    np.testing.assert_array_equal(rbf_grad_contract(W, X, 1.2, np.array(1.3), impl=impl)[0],
+                                  dtheta)
+    for variance, shape in ((np.array([1.3]), r"\(1,\)"), ([1.3, 1.3], r"\(2,\)")):
+        message = rf"variance must be a float, got an array of shape {shape}"
+        with pytest.raises(ValueError, match=message):
+            rbf_matrix(X, None, 1.2, variance, impl=impl)
+        with pytest.raises(ValueError, match=message):
+            rbf_grad_contract(W, X, 1.2, variance, impl=impl)
+
+
 def test_unknown_impl_is_named():
     with pytest.raises(ValueError, match="impl='gpu'"):
         rbf_matrix(np.ones((2, 1)), impl="gpu")

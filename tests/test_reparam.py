@@ -1,6 +1,8 @@
 """The reparameterisation kernels: cpu (Numba) and cuda (Numba-CUDA, simulator) against
 the NumPy reference, and the reference's backward against finite differences."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from minivae.kernels import reparam_backward, reparam_forward
 SHAPES = [(L, n, k) for L in (1, 2, 3) for n in (1, 7, 33) for k in (1, 5, 17)]
 SHAPES += [(1, 100, 50), (3, 100, 101)]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+IMPLS = ["reference", "cpu", "cuda"]
 
 
 def _inputs(rng, shape, dtype):
@@ -143,3 +146,100 @@ def test_non_contiguous_inputs_and_shape_errors(rng):
         reparam_forward(mu, logvar, eps, impl="gpu")
     with pytest.raises(ValueError, match="dz has shape"):
         reparam_backward(dz[:1], logvar, eps, impl="cpu")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mu_must_have_one_row_per_example(rng, impl):
+    # One contract for every implementation. A mu of shape (L, n, k) used to pass the cpu
+    # check (only its last two axes were compared with logvar's), and the kernel, walking
+    # flat runs of n * k entries, then read and wrote past the ends of its arrays.
+    mu, logvar, eps, _ = _inputs(rng, (2, 3, 4), np.float64)
+    message = "reparam_forward: mu has shape (2, 3, 4) but logvar (3, 4); mu must be (n, k)"
+    with pytest.raises(ValueError, match=re.escape(message) + ", one row per example"):
+        reparam_forward(np.stack([mu, mu]), logvar, eps, impl=impl)
+    with pytest.raises(ValueError, match=re.escape("mu has shape (3, 1) but logvar (3, 4)")):
+        reparam_forward(mu[:, :1], logvar, eps, impl=impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_arrays_must_share_one_float_dtype(rng, impl):
+    # Integer or mixed dtypes used to give truncated (int dz: dlogvar 0) or silently
+    # lower-precision results from the cpu and cuda kernels.
+    mu, logvar, eps, dz = _inputs(rng, (2, 3, 4), np.float64)
+    i64, f32 = np.int64, np.float32
+    forward_cases = [
+        ((mu.astype(i64), logvar, eps), r"mu has dtype int64; .*float32 or float64.*mu\.astype"),
+        ((mu.astype(np.float16), logvar, eps), "mu has dtype float16"),
+        ((mu, logvar.astype(f32), eps),
+         r"logvar has dtype float32 but mu has float64; cast with logvar\.astype\(mu\.dtype\)"),
+        ((mu, logvar, eps.astype(i64)), r"eps has dtype int64 but mu has float64"),
+        ((mu.astype(f32), logvar.astype(f32), eps), r"eps has dtype float64 but mu has float32"),
+    ]
+    for args, message in forward_cases:
+        with pytest.raises(ValueError, match="reparam_forward: " + message):
+            reparam_forward(*args, impl=impl)
+    backward_cases = [
+        ((dz.astype(i64), logvar, eps), r"dz has dtype int64; .*float32 or float64"),
+        ((dz, logvar.astype(f32), eps), r"logvar has dtype float32 but dz has float64"),
+        ((dz.astype(f32), logvar.astype(f32), eps), r"eps has dtype float64 but dz has float32"),
+    ]
+    for args, message in backward_cases:
+        with pytest.raises(ValueError, match="reparam_backward: " + message):
+            reparam_backward(*args, impl=impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_zero_samples_are_refused(impl):
+    # L = 0 used to give an empty z from the reference, a reshape error from the cpu
+    # kernels and an out-of-bounds read of dz[0] from the cuda backward.
+    mu, logvar = np.zeros((2, 3)), np.zeros((2, 3))
+    eps = np.zeros((0, 2, 3))
+    message = r"eps has 0 samples \(shape \(0, 2, 3\)\); draw at least one"
+    with pytest.raises(ValueError, match="reparam_forward: " + message):
+        reparam_forward(mu, logvar, eps, impl=impl)
+    with pytest.raises(ValueError, match="reparam_backward: " + message):
+        reparam_backward(np.zeros((0, 2, 3)), logvar, eps, impl=impl)
+
+
+def _record_builds(monkeypatch):
+    """Wrap the four cpu builds so that each call appends the build's name to a list."""
+    from minivae.kernels import reparam
+
+    calls = []
+
+    def spy(name, kernel):
+        def recorded(*args):
+            calls.append(name)
+            return kernel(*args)
+
+        return recorded
+
+    for name in ("_forward_serial", "_forward_parallel", "_backward_serial",
+                 "_backward_parallel"):
+        monkeypatch.setattr(reparam, name, spy(name, getattr(reparam, name)))
+    return calls
+
+
+@pytest.mark.parametrize("shape, parallel", [
+    ((40, 100, 20), False),  # 80,000 entries of eps, but one block of logvar: serial
+    ((10, 64, 64), False),  # exactly one full block (4096 entries)
+    ((1, 1, 5000), False),  # two blocks, too few entries for the thread pool
+    ((8, 1, 4097), True),  # two blocks and 32,776 entries of eps
+    ((3, 257, 61), True),
+])
+def test_cpu_takes_the_parallel_build_only_with_two_blocks_to_share(rng, monkeypatch, shape,
+                                                                     parallel):
+    # The parallel unit is a block of logvar entries: with one block the parallel build
+    # only pays the thread pool's wake-up. Whichever build runs is checked against the reference.
+    from minivae.kernels import reparam
+
+    assert reparam._BLOCK == 4096 and reparam._PARALLEL_MIN_ENTRIES == 1 << 15
+    calls = _record_builds(monkeypatch)
+    mu, logvar, eps, dz = _inputs(rng, shape, np.float32)
+    _assert_close(reparam_forward(mu, logvar, eps, impl="cpu"),
+                  reparam_forward(mu, logvar, eps, impl="reference"), np.float32, "z")
+    for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cpu"),
+                        reparam_backward(dz, logvar, eps, impl="reference")):
+        _assert_close(got, ref, np.float32, "backward")
+    build = "parallel" if parallel else "serial"
+    assert calls == [f"_forward_{build}", f"_backward_{build}"]
