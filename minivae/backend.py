@@ -74,10 +74,17 @@ class Backend:
         """Lower Cholesky factor of the symmetric positive-definite ``A``.
 
         Raises ``numpy.linalg.LinAlgError`` when ``A`` is not positive definite, on every
-        device (cuSOLVER reports failure through NaNs, which are turned into the error).
+        device. On the GPU, CuPy checks cuSOLVER's status only under
+        ``cupyx.errstate(linalg="raise")``; by default a failed ``potrf`` returns a partly
+        factorised, finite matrix (LAPACK stops at the first bad pivot), so the check is
+        turned on here; a NaN that gets through the pivots still fails the check on the
+        last diagonal entry.
         """
         if self.name == "gpu":
-            L = self.xp.linalg.cholesky(A)
+            import cupyx
+
+            with cupyx.errstate(linalg="raise"):
+                L = self.xp.linalg.cholesky(A)
             if not bool(self.xp.isfinite(L[-1, -1])):
                 raise np.linalg.LinAlgError("matrix is not positive definite")
             return L

@@ -40,7 +40,7 @@ import numpy as np
 from .backend import Backend, get_backend, resolve_dtype
 from .errors import DataError, NotPositiveDefiniteError
 from .kernels import rbf_grad_contract, rbf_matrix
-from .validation import check_finite, numeric_host_array
+from .validation import check_finite, check_representable, is_int, numeric_host_array
 
 #: Default hyperparameter bounds (natural units, applied to every hyperparameter), as in
 #: scikit-learn's kernels.
@@ -123,7 +123,7 @@ def _not_pd_message(n: int, jitter: float, mean_diag: float) -> str:
     )
 
 
-def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
+def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False, warn: bool = True):
     """Lower Cholesky factor of a symmetric positive-(semi)definite matrix, with jitter.
 
     Parameters
@@ -136,6 +136,10 @@ def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
     overwrite_a : bool, default False
         On the host, factorise in the memory of ``A`` (no n x n copy); ``A`` is
         destroyed. On the GPU a copy is always made.
+    warn : bool, default True
+        Emit a :class:`JitterWarning` when jitter was needed. A caller that factorises
+        many matrices (the hyperparameter optimiser) passes False and reports the
+        returned jitters once.
 
     Returns
     -------
@@ -154,7 +158,7 @@ def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
     Warns
     -----
     JitterWarning
-        When jitter was needed, with its value.
+        When jitter was needed (and ``warn``), with its value.
 
     Notes
     -----
@@ -182,7 +186,7 @@ def cholesky_with_jitter(A, backend=None, *, overwrite_a: bool = False):
         L, jitter = _host_cholesky_with_jitter(A, diag, mean_diag, overwrite_a)
     else:
         L, jitter = _device_cholesky_with_jitter(A, mean_diag, backend)
-    if jitter > 0.0:
+    if jitter > 0.0 and warn:
         warnings.warn(
             f"Cholesky factorisation of the {n} x {n} kernel matrix failed; it succeeded "
             f"after adding jitter {jitter:.3g} ({jitter / mean_diag:.0e} x the mean "
@@ -374,6 +378,16 @@ def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
     n x n x d tensor); the noise term is ``0.5 noise tr(W)``. On the host the whole
     computation holds one n x n matrix: K, overwritten by L, then by A^-1, then by W.
     """
+    result = _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, warn=True)
+    return result[:2] if eval_gradient else result[0]
+
+
+def _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, warn):
+    """:func:`log_marginal_likelihood` as ``(lml, dtheta or None, jitter)``.
+
+    ``jitter`` is what the factorisation of ``K + noise I`` needed (0.0 normally); with
+    ``warn=False`` it is not reported as a :class:`JitterWarning`.
+    """
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
     Y = Y.reshape(Y.shape[0], -1)
@@ -383,7 +397,7 @@ def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
     K = rbf_matrix(X, None, lengthscale, variance, impl=impl)
     _add_to_diagonal(K, noise, xp)
     # Algorithm 2.1, line 2: L = cholesky(K + noise I)
-    L, _ = cholesky_with_jitter(K, backend, overwrite_a=True)
+    L, jitter = cholesky_with_jitter(K, backend, overwrite_a=True, warn=warn)
     # Line 3: alpha = L^T \ (L \ y)
     alpha = _cho_solve(L, Y, backend)
     # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi, summed over outputs
@@ -393,14 +407,14 @@ def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
         - 0.5 * n * t * _LOG_2PI
     )
     if not eval_gradient:
-        return lml
+        return lml, None, jitter
     # Eq. 5.9: d lml / d theta_j = 1/2 tr(W dA/dtheta_j), W = alpha alpha^T - t A^-1
     W = _lml_weight_matrix(L, alpha, backend)
     noise_term = 0.5 * noise * float(xp.trace(W))
     # W is symmetric, so its transpose (C-ordered when W is Fortran-ordered) has its values.
     kernel_terms, _ = rbf_grad_contract(W.T, X, lengthscale, variance, impl=impl)
     dtheta = np.append(backend.to_host(kernel_terms).astype(np.float64), noise_term)
-    return lml, dtheta
+    return lml, dtheta, jitter
 
 
 # ---------------------------------------------------------------------------------------
@@ -571,7 +585,8 @@ def posterior_mean_backward(dmean, cache):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
+def _check_X(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
+    """``X`` as a finite (n, d) float64 host array; with ``dtype``, its values must fit it."""
     X = numeric_host_array(X, name).astype(np.float64, copy=False)
     if X.ndim != 2:
         hint = f"; for one feature use {name}.reshape(-1, 1)" if X.ndim == 1 else ""
@@ -586,10 +601,13 @@ def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
             f"give points with {n_features} features"
         )
     check_finite(X, name)
+    if dtype is not None:
+        check_representable(X, dtype, name)
     return X
 
 
 def _check_y(y, n_rows: int) -> np.ndarray:
+    """``y`` as a finite (n,) or (n, t) float64 host array."""
     y = numeric_host_array(y, "y").astype(np.float64, copy=False)
     if y.ndim not in (1, 2):
         raise DataError(f"y must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}")
@@ -690,13 +708,15 @@ class GPRegressor:
             )
         if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 0:
             raise ValueError(f"n_restarts must be a non-negative integer, got {n_restarts!r}")
+        if not is_int(seed) or seed < 0:
+            raise ValueError(f"seed={seed!r} must be a non-negative integer")
         self.ard = bool(ard)
         self.optimize = bool(optimize)
         self.n_restarts = int(n_restarts)
         self.bounds = bounds
         self.normalize_y = bool(normalize_y)
         self.dtype = resolve_dtype(dtype)
-        self.seed = seed
+        self.seed = int(seed)
         self.backend = get_backend(device)
         self.device = self.backend.name
 
@@ -762,8 +782,10 @@ class GPRegressor:
             If the kernel matrix cannot be factorised even with jitter; during
             optimisation the message gives the theta where it happened.
         """
-        X = _check_X(X)
+        X = _check_X(X, dtype=self.dtype)
         y = _check_y(y, X.shape[0])
+        if not self.normalize_y:  # normalised targets are within sqrt(n) of 0: they fit
+            check_representable(y, self.dtype, "y")
         self.n_features_in_ = X.shape[1]
         self._y_ndim = y.ndim
         Y = y.reshape(y.shape[0], -1)
@@ -785,10 +807,11 @@ class GPRegressor:
         self._factorize()
         return self
 
-    def _lml(self, theta, eval_gradient):
+    def _lml(self, theta, eval_gradient, warn=True):
+        """``(lml, dtheta or None, jitter)`` of the training data at ``theta``."""
         try:
-            return log_marginal_likelihood(
-                self.X_train_, self.y_train_, theta, self.backend, eval_gradient
+            return _log_marginal_likelihood_and_jitter(
+                self.X_train_, self.y_train_, theta, self.backend, eval_gradient, warn
             )
         except NotPositiveDefiniteError as exc:
             raise NotPositiveDefiniteError(
@@ -807,8 +830,11 @@ class GPRegressor:
                 f"bounds {np.exp(log_bounds).tolist()}; change the initial values or the bounds"
             )
 
+        jitters = []  # (jitter, theta) of every evaluation
+
         def negative_lml(theta):
-            lml, dtheta = self._lml(theta, eval_gradient=True)
+            lml, dtheta, jitter = self._lml(theta, eval_gradient=True, warn=False)
+            jitters.append((jitter, theta.copy()))
             return -lml, -dtheta
 
         starts = [theta0] + [
@@ -822,7 +848,33 @@ class GPRegressor:
                               bounds=log_bounds, options={"ftol": 1e-12, "gtol": 1e-8})
             if best_theta is None or result.fun < best_value:
                 best_theta, best_value = result.x, result.fun
+        self._warn_jitter_summary(jitters)
         return best_theta
+
+    def _warn_jitter_summary(self, jitters) -> None:
+        """One :class:`JitterWarning` for all the optimiser's evaluations that needed jitter.
+
+        ``jitters`` holds ``(jitter, theta)`` per evaluation. Each evaluation's matrix has
+        its own jitter (relative to its own diagonal, ``variance + noise``), so warning
+        per evaluation would repeat a differently worded message dozens of times.
+        """
+        needed = [(jitter, theta) for jitter, theta in jitters if jitter > 0.0]
+        if not needed:
+            return
+        largest, theta = max(needed, key=lambda pair: pair[0])
+        _, variance, noise = unpack_theta(theta, self.n_features_in_)
+        wider = " or use dtype='float64'" if self.dtype != np.float64 else ""
+        warnings.warn(
+            f"hyperparameter optimisation: jitter was needed at {len(needed)} of "
+            f"{len(jitters)} evaluations of the log marginal likelihood (the Cholesky "
+            f"factorisation of K + noise I failed without it), largest {largest:.3g} "
+            f"({largest / (variance + noise):.0e} x the kernel diagonal, at theta = "
+            f"{np.array2string(theta, precision=4)}); there the optimiser saw the likelihood "
+            "of a slightly regularised matrix. If the fit looks wrong, raise the lower bound "
+            f"of the noise variance{wider}",
+            JitterWarning,
+            stacklevel=4,
+        )
 
     def _factorize(self) -> None:
         """Algorithm 2.1, lines 2, 3 and 7 at the fitted theta."""
@@ -872,7 +924,8 @@ class GPRegressor:
                 f"theta has shape {theta.shape} but this model has {self.theta_.size} "
                 "hyperparameters (log lengthscale(s), log variance, log noise)"
             )
-        return self._lml(theta, eval_gradient)
+        lml, dtheta, _ = self._lml(theta, eval_gradient)
+        return (lml, dtheta) if eval_gradient else lml
 
     # ---- prediction ----------------------------------------------------------------
 
@@ -929,7 +982,7 @@ class GPRegressor:
         self._check_fitted()
         if return_std and return_cov:
             raise ValueError("return_std and return_cov cannot both be True; ask for one")
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", self.n_features_in_, self.dtype)
         spread_kind = "cov" if return_cov else "var" if return_std else None
         mean, spread = self._latent_moments(X, spread_kind)
         mean = self.backend.to_host(mean) * self._y_std + self._y_mean
@@ -977,7 +1030,7 @@ class GPRegressor:
         self._check_fitted()
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", self.n_features_in_, self.dtype)
         mean, cov = self._latent_moments(X, "cov")
         mean, cov = self.backend.to_host(mean), self.backend.to_host(cov).astype(np.float64)
         if include_noise:

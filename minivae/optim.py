@@ -23,6 +23,8 @@ every entry is the same arithmetic either way (bit-identical results).
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 
 import numpy as np
 
@@ -63,8 +65,9 @@ class Optimizer(abc.ABC):
     _slots: tuple = ()
 
     def __init__(self, lr, impl="cpu"):
-        if not lr > 0:
-            raise ValueError(f"lr={lr!r} must be a positive number, e.g. 1e-3")
+        if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool)
+                and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr={lr!r} must be a finite positive number, e.g. 1e-3")
         self.lr = float(lr)
         self.impl = impl
         self.t = 0

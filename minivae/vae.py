@@ -40,7 +40,13 @@ from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, FlatArrays, sigmoid
-from .validation import check_finite, derived_seed, is_int, numeric_host_array
+from .validation import (
+    check_finite,
+    check_representable,
+    derived_seed,
+    is_int,
+    numeric_host_array,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -53,7 +59,8 @@ _EVAL_BATCH = 1000
 _IMPORTANCE_ROWS = 20000
 
 
-def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) -> np.ndarray:
+def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False,
+               dtype=None) -> np.ndarray:
     """Validate a 2-D numeric data matrix at the API edge; return it as a host array.
 
     Parameters
@@ -64,13 +71,16 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
         How the array is called in error messages.
     unit_interval : bool
         Also require every value in [0, 1] (Bernoulli data).
+    dtype : numpy dtype or None
+        The dtype ``X`` will be cast to; its values must fit in it (a float64 1e39 would
+        become inf in float32). None skips that check.
 
     Raises
     ------
     DataError
         Non-numeric dtype, wrong number of dimensions or columns, no rows, NaN or
-        infinite values, or (``unit_interval``) values outside [0, 1]. The message names
-        the count, the first location and the fix.
+        infinite values, values beyond ``dtype``'s range, or (``unit_interval``) values
+        outside [0, 1]. The message names the count, the first location and the fix.
     """
     X = numeric_host_array(X, name)
     if X.ndim != 2:
@@ -86,6 +96,8 @@ def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False) 
     if X.shape[0] == 0:
         raise DataError(f"{name} has no rows; pass at least one example")
     check_finite(X, name)
+    if dtype is not None:
+        check_representable(X, dtype, name)
     if unit_interval:
         outside = (X < 0) | (X > 1)
         if outside.any():
@@ -292,7 +304,8 @@ class VAE:
     # ---- data at the API edge ----------------------------------------------------------
 
     def _check_X(self, X, name="X") -> np.ndarray:
-        return check_data(X, self.input_dim, name, unit_interval=self.likelihood == "bernoulli")
+        return check_data(X, self.input_dim, name, unit_interval=self.likelihood == "bernoulli",
+                          dtype=self.dtype)
 
     def _to_device(self, array):
         return self.backend.asarray(np.ascontiguousarray(array, dtype=self.dtype))
@@ -671,7 +684,7 @@ class VAE:
         -------
         X_mean : (n, input_dim) host array
         """
-        Z = check_data(Z, self.latent_dim, "Z")
+        Z = check_data(Z, self.latent_dim, "Z", dtype=self.dtype)
         return self.backend.to_host(self._decode_device(self._to_device(Z)))
 
     def sample(self, n, seed=None) -> np.ndarray:

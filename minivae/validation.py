@@ -65,3 +65,34 @@ def check_finite(values: np.ndarray, name: str) -> None:
         if count:
             raise DataError(f"{name} has {count} {what} values (first at {_first_location(bad)}); "
                             f"{fix}")
+
+
+def check_representable(values: np.ndarray, dtype, name: str) -> None:
+    """DataError if the finite host array ``values`` holds magnitudes beyond ``dtype``'s range.
+
+    Call it after :func:`check_finite`, on data about to be cast to the model's
+    ``dtype``: a float64 value above float32's largest finite value (3.4e+38) would
+    become infinite in the cast. Integer and float sources narrower than ``dtype`` always
+    fit, and are not scanned.
+
+    The message gives how many values are too large, the largest magnitude and where the
+    first one is, e.g. "X has 2 values beyond float32's range (largest magnitude 1e+39,
+    first at row 0, column 0; float32 holds up to 3.4e+38); rescale the data or use
+    dtype='float64'".
+    """
+    dtype = np.dtype(dtype)
+    if values.dtype.kind != "f" or values.size == 0:
+        return
+    limit = float(np.finfo(dtype).max)
+    if float(np.finfo(values.dtype).max) <= limit:
+        return
+    largest = max(float(np.max(values)), -float(np.min(values)))
+    if largest <= limit:
+        return
+    too_large = np.abs(values) > limit
+    wider = " or use dtype='float64'" if dtype.itemsize < 8 else ""
+    raise DataError(
+        f"{name} has {int(too_large.sum())} values beyond {dtype.name}'s range (largest "
+        f"magnitude {largest:.3g}, first at {_first_location(too_large)}; {dtype.name} holds "
+        f"up to {limit:.2g}); rescale the data{wider}"
+    )

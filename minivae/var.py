@@ -59,6 +59,7 @@ from .kernels import rbf_matrix, reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, sigmoid
 from .validation import (
     check_finite,
+    check_representable,
     derived_seed,
     host_array,
     is_int,
@@ -88,8 +89,8 @@ def _is_positive_real(value) -> bool:
 # ---- input validation at the API edge ------------------------------------------------------
 
 
-def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """Inputs ``X`` as a finite (n, p) float64 host array."""
+def _check_inputs(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
+    """Inputs ``X`` as a finite (n, p) float64 host array (representable in ``dtype``)."""
     X = numeric_host_array(X, name)
     if X.ndim == 1:
         raise DataError(
@@ -104,11 +105,15 @@ def _check_inputs(X, name: str = "X", n_features: int | None = None) -> np.ndarr
             f"of width {n_features}"
         )
     check_finite(X, name)
+    if dtype is not None:
+        check_representable(X, dtype, name)
     return X.astype(np.float64, copy=False)
 
 
-def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.ndarray:
-    """Images ``Y`` (n, H, W) or (n, D) as a finite host array; [0, 1] for Bernoulli."""
+def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y",
+                  dtype=None) -> np.ndarray:
+    """Images ``Y`` (n, H, W) or (n, D) as a finite host array (representable in
+    ``dtype``); [0, 1] for Bernoulli."""
     Y = numeric_host_array(Y, name)
     if Y.ndim < 2 or Y.shape[0] == 0 or Y.size == 0:
         raise DataError(
@@ -121,6 +126,8 @@ def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y") -> np.n
             "that size"
         )
     check_finite(Y, name)
+    if dtype is not None:
+        check_representable(Y, dtype, name)
     if likelihood == "bernoulli":
         outside = (Y < 0) | (Y > 1)
         if outside.any():
@@ -699,8 +706,8 @@ class VARegressor:
             Same keys and order as ``params``.
         """
         self._check_fitted()
-        X = self._to_device(_check_inputs(X, "X", self.n_features_))
-        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        X = self._to_device(_check_inputs(X, "X", self.n_features_, self.dtype))
+        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
         Y = self._to_device(Y.reshape(Y.shape[0], -1))
         episodes = _check_episodes(episodes, X.shape[0])
         n_anchors = sum(anchors.size for anchors, _ in episodes)
@@ -719,7 +726,7 @@ class VARegressor:
             Reparameterisation noise; default drawn from the model's generator.
         """
         self._check_fitted()
-        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
         Y = self._to_device(Y.reshape(Y.shape[0], -1))
         eps = (self._anchor_noise(Y.shape[0]) if eps is None
                else self._check_eps(eps, Y.shape[0]))
@@ -800,8 +807,8 @@ class VARegressor:
         """
         from .train import fit_loop
 
-        X = _check_inputs(X)
-        Y = _check_images(Y, self.likelihood)
+        X = _check_inputs(X, dtype=self.dtype)
+        Y = _check_images(Y, self.likelihood, dtype=self.dtype)
         n = X.shape[0]
         if Y.shape[0] != n:
             raise DataError(
@@ -838,7 +845,7 @@ class VARegressor:
         all_names = list(self.params)
         network_names = [name for name in all_names if name not in REGRESSION_PARAMS]
         common = dict(lr=self.lr, progress=progress, checkpoint=checkpoint, resume=resume,
-                      kind="VARegressor")
+                      kind="VARegressor", phases=PHASES)
         history = fit_loop(self, n, pretrain_step, epochs=self.epochs[0],
                            batch_size=self.batch_size, param_names=network_names,
                            phase=PHASES[0], **common)
@@ -890,7 +897,7 @@ class VARegressor:
         Derivation: docs/derivations.md, "VAR: prediction".
         """
         self._check_fitted()
-        X_new = _check_inputs(X_new, "X_new", self.n_features_)
+        X_new = _check_inputs(X_new, "X_new", self.n_features_, self.dtype)
         group_ids = self._group_ids(groups, X_new.shape[0])
         xp, impl = self.backend.xp, self.backend.kernel_impl
         X_dev = self._to_device(X_new).astype(xp.float64)
@@ -989,7 +996,7 @@ class VARegressor:
             log of the kernel amplitude squared, ``sigma = exp(logsigma)``.
         """
         self._check_fitted()
-        Y = _check_images(Y, self.likelihood, self.image_shape_)
+        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
         heads = self._encode_device(self._to_device(Y.reshape(Y.shape[0], -1)))
         to_host = self.backend.to_host
         return to_host(heads["mu"]), to_host(heads["logvar"]), to_host(heads["logsigma"][:, 0])
@@ -1006,7 +1013,7 @@ class VARegressor:
         images : (m, *image_shape) host array
         """
         self._check_fitted()
-        Z = _check_inputs(Z, "Z", self.latent_dim)
+        Z = _check_inputs(Z, "Z", self.latent_dim, self.dtype)
         images = self.backend.to_host(self._decode_mean_device(self._to_device(Z)))
         return images.reshape((Z.shape[0], *self.image_shape_))
 

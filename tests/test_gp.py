@@ -10,7 +10,6 @@ import pytest
 from sklearn import gaussian_process as sk_gp
 from sklearn.gaussian_process import kernels as sk_kernels
 
-import minivae
 from minivae import gp as gp_module
 from minivae.errors import CheckpointError, DataError, NotPositiveDefiniteError
 from minivae.gp import GPRegressor, JitterWarning, cholesky_with_jitter, fit_csv, read_xy_csv
@@ -269,6 +268,47 @@ def test_duplicate_inputs_with_zero_noise_fit_through_jitter(rng):
     np.testing.assert_allclose(mean, 0.5 * (y[::2] + y[1::2]), rtol=1e-5)
 
 
+def test_optimisation_reports_jitter_once_and_the_final_factorisation_separately(monkeypatch):
+    # 60 nearly noise-free points of a smooth curve in float32: most of the optimiser's
+    # kernel matrices are numerically singular (measured: 28 of 42 needed jitter, each
+    # once a differently worded JitterWarning before the summary), and so is the final one.
+    rng = np.random.default_rng(2)
+    X = np.sort(rng.uniform(0, 1, (60, 1)), axis=0)
+    y = np.sin(3 * X[:, 0]) + 1e-3 * rng.standard_normal(60)
+    real = gp_module.cholesky_with_jitter
+    jitters = []
+
+    def recording(*args, **kwargs):
+        L, jitter = real(*args, **kwargs)
+        jitters.append(jitter)
+        return L, jitter
+
+    monkeypatch.setattr(gp_module, "cholesky_with_jitter", recording)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = GPRegressor(dtype="float32", seed=0).fit(X, y)
+    assert [w.category for w in caught] == [JitterWarning, JitterWarning]
+    summary, final = (str(w.message) for w in caught)
+    optimiser_jitters, final_jitter = jitters[:-1], jitters[-1]
+    needed = [jitter for jitter in optimiser_jitters if jitter > 0]
+    assert len(needed) > 1
+    assert summary.startswith(
+        f"hyperparameter optimisation: jitter was needed at {len(needed)} of "
+        f"{len(optimiser_jitters)} evaluations of the log marginal likelihood"
+    )
+    assert f"largest {max(needed):.3g} (" in summary and "dtype='float64'" in summary
+    assert caught[0].filename == __file__  # points at the caller's fit
+    assert final.startswith("Cholesky factorisation of the 60 x 60 kernel matrix failed")
+    assert model.jitter_ == final_jitter > 0
+
+
+def test_optimisation_without_jitter_warns_nothing(rng):
+    X, y = make_data(rng, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GPRegressor().fit(X, y)
+
+
 # ---- bad input -------------------------------------------------------------------------
 
 
@@ -282,6 +322,31 @@ def test_nan_and_inf_are_data_errors(rng):
     y_inf[7] = np.inf
     with pytest.raises(DataError, match=r"y has 1 infinite values \(first at row 7\)"):
         GPRegressor().fit(X, y_inf)
+
+
+def test_values_beyond_float32_range_are_data_errors(rng):
+    X, y = make_data(rng, 1)
+    X_huge = X.copy()
+    X_huge[[3, 8], 2] = [1e200, -2e39]
+    with pytest.raises(DataError, match=r"X has 2 values beyond float32's range \(largest "
+                                         r"magnitude 1e\+200, first at row 3, column 2; "
+                                         r"float32 holds up to 3.4e\+38\); rescale the data "
+                                         r"or use dtype='float64'"):
+        GPRegressor(dtype="float32", optimize=False).fit(X_huge, y)
+    y_huge = y.copy()
+    y_huge[5] = 1e39
+    with pytest.raises(DataError, match=r"y has 1 values beyond float32's range"):
+        GPRegressor(dtype="float32", optimize=False).fit(X, y_huge)
+    # Normalised targets fit float32 whatever the scale of y.
+    scaled = GPRegressor(dtype="float32", optimize=False, normalize_y=True).fit(X, y * 1e39)
+    assert np.all(np.isfinite(scaled.predict(X[:3])))
+    # float64 holds them: no error, and the same data in float32 range is accepted.
+    GPRegressor(optimize=False).fit(X_huge, y_huge)
+    model = GPRegressor(dtype="float32", optimize=False).fit(X, y)
+    with pytest.raises(DataError, match=r"X has 1 values beyond float32's range"):
+        model.predict(X_huge[3:4])
+    with pytest.raises(DataError, match=r"X has 1 values beyond float32's range"):
+        model.sample_y(X_huge[3:4])
 
 
 def test_shape_problems_are_data_errors(rng):
@@ -307,6 +372,10 @@ def test_shape_problems_are_data_errors(rng):
     ({"noise": -1e-3}, "noise must be finite and non-negative"),
     ({"noise": 0.0}, "noise=0 cannot be optimised"),
     ({"n_restarts": -1}, "n_restarts must be a non-negative integer"),
+    ({"seed": -1}, r"seed=-1 must be a non-negative integer"),
+    ({"seed": 1.5}, r"seed=1.5 must be a non-negative integer"),
+    ({"seed": True}, r"seed=True must be a non-negative integer"),
+    ({"seed": "3"}, r"seed='3' must be a non-negative integer"),
     ({"dtype": "int32"}, "not supported"),
     ({"device": "tpu"}, "not one of"),
 ])
@@ -385,6 +454,17 @@ def test_save_and_load_round_trip(rng, tmp_path):
     assert loaded.log_marginal_likelihood_value_ == model.log_marginal_likelihood_value_
     for mine, theirs in zip(loaded.predict(X[:6], return_std=True), model.predict(X[:6], return_std=True)):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_numpy_integer_seed_is_stored_as_int_and_saves(rng, tmp_path):
+    X, y = make_data(rng, 1)
+    model = GPRegressor(seed=np.int64(3), n_restarts=1).fit(X, y)
+    assert type(model.seed) is int and model.seed == 3
+    model.save(tmp_path / "gp.npz")
+    loaded = GPRegressor.load(tmp_path / "gp.npz")
+    assert loaded.seed == 3
+    np.testing.assert_array_equal(GPRegressor(seed=3, n_restarts=1).fit(X, y).theta_,
+                                  model.theta_)
 
 
 def test_load_rejects_other_files(tmp_path):

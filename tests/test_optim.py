@@ -155,6 +155,10 @@ def test_errors_name_the_problem(rng):
         make_optimizer("lbfgs", 0.1)
     with pytest.raises(ValueError, match="lr=0"):
         Adam(0)
+    for lr in (float("inf"), float("nan"), -1e-3, True, "0.1", None):
+        with pytest.raises(ValueError, match=rf"lr={lr!r} must be a finite positive number"):
+            make_optimizer("sgd", lr)
+    assert Adam(np.float32(0.5)).lr == 0.5 and Adagrad(np.int64(1)).lr == 1.0
     with pytest.raises(ValueError, match="momentum=1.5"):
         SGD(0.1, momentum=1.5)
     with pytest.raises(ValueError, match="beta2=1.0"):

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from minivae import train
+from minivae import VAE, train
 from minivae.backend import get_backend
-from minivae.checkpoint import load_checkpoint
-from minivae.errors import TrainingDivergedError
+from minivae.checkpoint import load_checkpoint, save_checkpoint
+from minivae.errors import CheckpointError, TrainingDivergedError
 from minivae.train import default_batches, epoch_seed, fit_loop, load_model_state
+from minivae.var import VARegressor
 
 
 class NoisyLinearRegression:
@@ -52,7 +53,8 @@ class NoisyLinearRegression:
 
     def get_state(self):
         arrays = {name: self.backend.to_host(value).copy() for name, value in self.params.items()}
-        return arrays, {"seed": self.seed, "noise": self.noise, "dtype": self.dtype.name}
+        return arrays, {"seed": self.seed, "noise": self.noise, "dtype": self.dtype.name,
+                        "device": self.backend.name}
 
     def set_state(self, arrays, meta):
         for name in self.params:
@@ -249,6 +251,206 @@ def test_two_phases_resume_to_the_same_parameters(tmp_path):
     assert history["train_loss"] == straight_history["train_loss"]
 
 
+def _snapshot(model):
+    return {name: np.array(value) for name, value in model.params.items()}
+
+
+def _assert_unchanged(model, snapshot):
+    for name, value in snapshot.items():
+        np.testing.assert_array_equal(model.params[name], value)
+
+
+def test_resume_refuses_a_differently_configured_model(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit(_model(noise=0.05), epochs=1, checkpoint=path)
+    other = _model(seed=1)
+    before = _snapshot(other)
+    with pytest.raises(CheckpointError) as info:
+        _fit(other, epochs=2, checkpoint=path, resume=True)
+    message = str(info.value)
+    assert "was written by a differently configured model" in message
+    assert "seed is 0 in the checkpoint but 1 here" in message
+    assert "noise is 0.05 in the checkpoint but 0.0 here" in message
+    assert "resuming would mix two training objectives" in message
+    assert "or train without resume=True or with another checkpoint path" in message
+    _assert_unchanged(other, before)
+
+
+def test_config_differences_ignore_device_and_epochs_at_any_depth():
+    saved = {"config": {"seed": 1, "epochs": [1, 1, 0], "device": "gpu", "hidden": [5]},
+             "image_shape": [3, 2]}
+    same = {"config": {"seed": 1, "epochs": (2, 3, 4), "device": "cpu", "hidden": (5,)},
+            "image_shape": (3, 2)}
+    assert train._config_differences(saved, same) == []
+    other = {"config": {"seed": 2, "epochs": [1, 1, 0], "device": "gpu", "hidden": [5],
+                        "beta": 1.0},
+             "image_shape": [3, 2]}
+    assert train._config_differences(saved, other) == [
+        ("config.seed", 1, 2), ("config.beta", "(absent)", 1.0)]
+
+
+def test_resume_on_another_device_is_allowed(tmp_path):
+    X, Y = _data(n=12, d=3, k=1)
+    straight = NoisyLinearRegression(X, Y)
+    _fit(straight, epochs=2, batch_size=6, lr=0.01)
+    path = tmp_path / "run.npz"
+    _fit(NoisyLinearRegression(X, Y), epochs=1, batch_size=6, lr=0.01, checkpoint=path)
+    on_sim = NoisyLinearRegression(X, Y, device="cuda-sim")
+    history = _fit(on_sim, epochs=2, batch_size=6, lr=0.01, checkpoint=path, resume=True)
+    assert history["epoch"] == [1, 2]
+    for name in straight.params:  # the simulator's Adam kernel: equal to round-off
+        np.testing.assert_allclose(on_sim.params[name], straight.params[name], rtol=1e-12)
+
+
+def test_resume_with_another_learning_rate_is_refused(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit(_model(), epochs=1, checkpoint=path, lr=0.01)
+    model = _model()
+    before = _snapshot(model)
+    with pytest.raises(CheckpointError, match=r"phase 'train' with adam lr=0.01 \(this run: "
+                                              r"0.02\); resume with the checkpoint's settings"):
+        _fit(model, epochs=2, checkpoint=path, lr=0.02, resume=True)
+    _assert_unchanged(model, before)
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit(_model(), epochs=1, checkpoint=path, batch_size=10)
+    with pytest.raises(CheckpointError, match=r"with batch_size=10, but this run asks for "
+                                              r"batch_size=20; resume with batch_size=10"):
+        _fit(_model(), epochs=2, checkpoint=path, batch_size=20, resume=True)
+
+
+def test_resume_from_a_file_written_by_save_is_refused(tmp_path):
+    path = tmp_path / "saved.npz"
+    X = np.random.default_rng(0).uniform(0, 1, (20, 5))
+    vae = VAE(5, 2, hidden=(4,))
+    vae.save(path)
+    with pytest.raises(CheckpointError) as info:
+        vae.fit(X, epochs=2, progress=False, checkpoint=path, resume=True)
+    assert str(info.value) == (
+        f"{str(path)!r} was written by save(), not by fit(checkpoint=...), so it holds no "
+        "training state (epoch, phase, optimiser); load it with VAE.load and call fit "
+        "without resume=True, or pass a training checkpoint"
+    )
+    model = _model()
+    save_checkpoint(path, {"param.W": model.params["W"]}, {"model": model.get_state()[1]},
+                    kind="vae")
+    with pytest.raises(CheckpointError, match="written by save"):
+        _fit(model, epochs=1, checkpoint=path, resume=True)
+
+
+def test_resume_from_a_varegressor_save_file_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = np.linspace(0, 2, 8)[:, None], rng.uniform(0, 1, (8, 3, 2))
+    model = VARegressor(latent_dim=2, hidden=(4,), n_anchor=3, n_query=2, epochs=(1, 0, 0))
+    model.fit(X, Y, progress=False)
+    path = tmp_path / "saved.npz"
+    model.save(path)
+    with pytest.raises(CheckpointError, match="load it with VARegressor.load and call fit"):
+        model.fit(X, Y, progress=False, checkpoint=path, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_beyond_the_epochs_asked_for(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit(_model(), epochs=3, checkpoint=path)
+    model = _model()
+    with pytest.raises(CheckpointError, match=r"training phase 'train' and already holds 3 "
+                                              r"epochs of it, more than the 2 this run asks for"):
+        _fit(model, epochs=2, checkpoint=path, resume=True)
+
+
+@pytest.mark.parametrize("first_epochs", [1, 3])
+def test_resume_refuses_to_change_a_finished_phase(tmp_path, first_epochs):
+    path = tmp_path / "run.npz"
+    model = _model()
+    history = _fit(model, epochs=2, phase="a", checkpoint=path)
+    _fit(model, epochs=1, phase="b", history=history, checkpoint=path)
+    resumed = _model()
+    before = _snapshot(resumed)
+    with pytest.raises(CheckpointError) as info:
+        _fit(resumed, epochs=first_epochs, phase="a", checkpoint=path, resume=True)
+    assert (f"was written in phase 'b', after its run did 2 epochs of phase 'a', but this run "
+            f"asks for {first_epochs} epochs of 'a'; a finished phase cannot be extended or "
+            "shortened on resume") in str(info.value)
+    _assert_unchanged(resumed, before)
+
+
+def _three_phases(model, epochs, path=None, resume=False, phases=("a", "b", "c")):
+    history = None
+    for phase, n_epochs in zip(("a", "b", "c"), epochs):
+        history = _fit(model, epochs=n_epochs, phase=phase, phases=phases, history=history,
+                       checkpoint=path, resume=resume, lr=0.01)
+    return history
+
+
+def test_phases_tell_a_skipped_phase_from_an_earlier_one(tmp_path):
+    path = tmp_path / "run.npz"
+    _three_phases(_model(noise=0.05), (1, 0, 1), path)
+    # Phase b had no epochs before the checkpoint's phase c: it cannot get one now.
+    with pytest.raises(CheckpointError, match="after its run did 0 epochs of phase 'b', but "
+                                              "this run asks for 1 epochs of 'b'"):
+        _three_phases(_model(noise=0.05), (1, 1, 1), path, resume=True)
+    # Extending the checkpoint's own phase continues it bit-identically.
+    straight = _model(noise=0.05)
+    straight_history = _three_phases(straight, (1, 0, 2))
+    resumed = _model(noise=0.05)
+    history = _three_phases(resumed, (1, 0, 2), path, resume=True)
+    assert history == {**straight_history, "seconds": history["seconds"]}
+    _assert_unchanged(resumed, _snapshot(straight))
+
+
+def test_a_checkpoint_ending_an_earlier_phase_starts_the_next_ones(tmp_path):
+    path = tmp_path / "run.npz"
+    _three_phases(_model(noise=0.05), (2, 0, 0), path)
+    straight = _model(noise=0.05)
+    _three_phases(straight, (2, 1, 1))
+    resumed = _model(noise=0.05)
+    history = _three_phases(resumed, (2, 1, 1), path, resume=True)
+    assert history["phase"] == ["a", "a", "b", "c"]
+    _assert_unchanged(resumed, _snapshot(straight))
+
+
+def test_vae_resume_names_every_differing_setting(tmp_path):
+    path = tmp_path / "run.npz"
+    X = np.random.default_rng(0).uniform(0, 1, (40, 6))
+    VAE(6, 2, hidden=(5,), seed=0, dtype="float64").fit(X, epochs=1, progress=False,
+                                                         checkpoint=path)
+    other = VAE(6, 2, hidden=(5,), seed=7, dtype="float32", beta=5.0, n_samples=3)
+    with pytest.raises(CheckpointError) as info:
+        other.fit(X, epochs=2, progress=False, checkpoint=path, resume=True)
+    message = str(info.value)
+    for difference in ("n_samples is 1 in the checkpoint but 3 here",
+                       "beta is 1.0 in the checkpoint but 5.0 here",
+                       "dtype is 'float64' in the checkpoint but 'float32' here",
+                       "seed is 0 in the checkpoint but 7 here"):
+        assert difference in message
+    assert f"VAE.load({str(path)!r}).get_config() lists them" in message
+
+
+def _tiny_var(epochs, seed=1):
+    return VARegressor(latent_dim=2, hidden=(4,), activation="tanh", n_anchor=3, n_query=2,
+                       epochs=epochs, dtype="float64", seed=seed, batch_size=8, lr=1e-2)
+
+
+def test_varegressor_resume_checks_its_schedule_and_config(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = np.linspace(0, 2, 8)[:, None], rng.uniform(0, 1, (8, 3, 2))
+    path = tmp_path / "run.npz"
+    _tiny_var((1, 1, 0)).fit(X, Y, progress=False, checkpoint=path)
+    # One more pre-training epoch would have to run before the joint epoch on file.
+    with pytest.raises(CheckpointError, match="after its run did 1 epochs of phase 'pretrain', "
+                                              "but this run asks for 2 epochs of 'pretrain'"):
+        _tiny_var((2, 1, 0)).fit(X, Y, progress=False, checkpoint=path, resume=True)
+    with pytest.raises(CheckpointError, match="config.seed is 1 in the checkpoint but 2 here"):
+        _tiny_var((1, 1, 0), seed=2).fit(X, Y, progress=False, checkpoint=path, resume=True)
+    # The schedule may grow after the checkpoint's phase: bit-identical to a straight run.
+    straight = _tiny_var((1, 2, 1)).fit(X, Y, progress=False)
+    resumed = _tiny_var((1, 2, 1)).fit(X, Y, progress=False, checkpoint=path, resume=True)
+    assert resumed.history_["phase"] == ["pretrain", "joint", "joint", "finetune"]
+    _assert_unchanged(resumed, _snapshot(straight))
+
+
 @pytest.mark.parametrize("bad", ["loss", "grad"])
 def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
     path = tmp_path / "run.npz"
@@ -279,7 +481,7 @@ def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
     for name, value in snapshot["params"].items():
         np.testing.assert_array_equal(model.params[name], value)
     assert path.read_bytes() == snapshot["file"]
-    arrays, meta = load_checkpoint(path, kind="vae")
+    _, meta = load_checkpoint(path, kind="vae")
     assert meta["epoch"] == 1
 
 
@@ -342,10 +544,11 @@ def test_checkpoint_every_cadence(tmp_path, monkeypatch):
     arrays, meta = load_checkpoint(path, kind="LinReg")
     assert {"param.W", "param.b", "optim.t", "optim.m.W", "optim.v.b"} <= set(arrays)
     assert meta["optimizer"]["t"] == 5 * 6 and meta["phase"] == "train"
+    assert meta["batch_size"] == 10
     assert meta["history"]["epoch"] == [1, 2, 3, 4, 5]
     model_arrays, model_meta = load_model_state(path, kind="LinReg")
     np.testing.assert_array_equal(model_arrays["W"], model.params["W"])
-    assert model_meta == {"seed": 0, "noise": 0.0, "dtype": "float64"}
+    assert model_meta == {"seed": 0, "noise": 0.0, "dtype": "float64", "device": "cpu"}
 
 
 def test_progress_bar_runs():
@@ -360,6 +563,7 @@ def test_progress_bar_runs():
         ({"optimizer": "rmsprop"}, r"not one of \['adam', 'adagrad', 'sgd'\]"),
         ({"param_names": ["W", "gamma"]}, r"\['gamma'\], which are not parameters"),
         ({"resume": True}, "needs checkpoint"),
+        ({"phases": ["a", "b"]}, r"phase='train' is not one of phases=\['a', 'b'\]"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"checkpoint_every": 0}, "checkpoint_every=0"),
         ({"lr": -1.0}, "lr=-1.0"),
