@@ -63,12 +63,16 @@ def reparam_backward_reference(dz, logvar, eps):
 # block's mu, eps and dz stream past it; no temporary the size of the inputs is made.
 # float64 outputs take kernels/rbf.py's float64 exp (1 ulp); float32 outputs a float32
 # polynomial (_std_float32), a third of the cost, as accurate as float32 needs. With at
-# least two blocks and _PARALLEL_MIN_ENTRIES entries of eps, the blocks are spread over
+# least two blocks and _PARALLEL_MIN_ENTRIES[dtype] entries of eps, the blocks are spread over
 # threads (prange; see _parallel): a block is one thread's work, so with one block the
 # parallel build only pays the thread pool's wake-up (measured at 40 x 100 x 20 float32:
 # 65 us against 11 us serially). The serial and parallel kernels are distinct functions,
 # so Numba's cache keeps one entry for each; they give bit-identical results.
-_PARALLEL_MIN_ENTRIES = 1 << 15  # below this, waking the thread pool costs more than it saves
+#: Entries of eps from which the parallel build is taken, by dtype: below, waking the thread
+#: pool costs more than the second core saves. Measured on the 2-core dev machine (median
+#: us, one sample, serial / parallel, forward): float32 2^16 50 / 93, 2^17 103 / 111,
+#: 2^18 302 / 224; float64 2^15 60 / 92, 2^16 134 / 120, 2^17 309 / 220.
+_PARALLEL_MIN_ENTRIES = {np.dtype(np.float32): 1 << 17, np.dtype(np.float64): 1 << 16}
 #: Entries per block: the work buffers (8 bytes an entry for float32, 28 for float64) stay
 #: in the L1/L2 cache. 4096-16384 measured alike at 4096 x 256 float32; 1024 12% slower.
 _BLOCK = 4096
@@ -387,11 +391,12 @@ def _check_impl(impl):
         raise ValueError(f"impl={impl!r} is not one of ('reference', 'cpu', 'cuda')")
 
 
-def _parallel(n_entries, n_samples):
+def _parallel(n_entries, n_samples, dtype):
     """Whether the cpu kernels take their parallel build for ``n_samples`` x ``n_entries``
     (``n * k``) entries: the blocks of logvar entries are what the threads share, so it
-    takes at least two of them, and _PARALLEL_MIN_ENTRIES entries of eps."""
-    return n_entries > _BLOCK and n_samples * n_entries >= _PARALLEL_MIN_ENTRIES
+    takes at least two of them, and _PARALLEL_MIN_ENTRIES[dtype] entries of eps."""
+    return (n_entries > _BLOCK
+            and n_samples * n_entries >= _PARALLEL_MIN_ENTRIES[np.dtype(dtype)])
 
 
 # ---- dispatch --------------------------------------------------------------------------
@@ -412,7 +417,8 @@ def reparam_forward(mu, logvar, eps, impl="cpu"):
     mu, logvar, eps = (xp.ascontiguousarray(a) for a in (mu, logvar, eps))
     z = xp.empty(eps.shape, dtype=eps.dtype)
     if impl == "cpu":
-        forward = _forward_parallel if _parallel(mu.size, eps.shape[0]) else _forward_serial
+        forward = (_forward_parallel if _parallel(mu.size, eps.shape[0], mu.dtype)
+                   else _forward_serial)
         forward(mu.reshape(-1), logvar.reshape(-1), eps.reshape(eps.shape[0], -1),
                 z.reshape(eps.shape[0], -1))
     else:
@@ -437,7 +443,7 @@ def reparam_backward(dz, logvar, eps, impl="cpu"):
     dmu = xp.empty(logvar.shape, dtype=dz.dtype)
     dlogvar = xp.empty(logvar.shape, dtype=dz.dtype)
     if impl == "cpu":
-        backward = (_backward_parallel if _parallel(logvar.size, eps.shape[0])
+        backward = (_backward_parallel if _parallel(logvar.size, eps.shape[0], dz.dtype)
                     else _backward_serial)
         backward(dz.reshape(dz.shape[0], -1), logvar.reshape(-1),
                  eps.reshape(eps.shape[0], -1), dmu.reshape(-1), dlogvar.reshape(-1))

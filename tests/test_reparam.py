@@ -49,8 +49,13 @@ def test_cpu_kernels_match_reference(rng, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cpu_parallel_build_matches_reference(rng, dtype):
-    # Large enough to take the prange build (>= 2**15 entries), with awkward sizes.
-    mu, logvar, eps, dz = _inputs(rng, (3, 257, 61), dtype)
+    # Large enough to take the prange build (2**17 entries in float32, 2**16 in float64),
+    # with awkward sizes.
+    from minivae.kernels import reparam
+
+    shape = (3, 257, 171)
+    assert np.prod(shape) >= reparam._PARALLEL_MIN_ENTRIES[np.dtype(dtype)]
+    mu, logvar, eps, dz = _inputs(rng, shape, dtype)
     _assert_close(reparam_forward(mu, logvar, eps, impl="cpu"),
                   reparam_forward(mu, logvar, eps, impl="reference"), dtype, "z")
     for got, ref in zip(reparam_backward(dz, logvar, eps, impl="cpu"),
@@ -224,8 +229,9 @@ def _record_builds(monkeypatch):
     ((40, 100, 20), False),  # 80,000 entries of eps, but one block of logvar: serial
     ((10, 64, 64), False),  # exactly one full block (4096 entries)
     ((1, 1, 5000), False),  # two blocks, too few entries for the thread pool
-    ((8, 1, 4097), True),  # two blocks and 32,776 entries of eps
-    ((3, 257, 61), True),
+    ((31, 1, 4097), False),  # two blocks, 127,007 entries of eps: just below 2^17
+    ((32, 1, 4097), True),  # two blocks and 131,104 entries of eps
+    ((3, 257, 171), True),
 ])
 def test_cpu_takes_the_parallel_build_only_with_two_blocks_to_share(rng, monkeypatch, shape,
                                                                      parallel):
@@ -233,7 +239,8 @@ def test_cpu_takes_the_parallel_build_only_with_two_blocks_to_share(rng, monkeyp
     # only pays the thread pool's wake-up. Whichever build runs is checked against the reference.
     from minivae.kernels import reparam
 
-    assert reparam._BLOCK == 4096 and reparam._PARALLEL_MIN_ENTRIES == 1 << 15
+    assert reparam._BLOCK == 4096
+    assert reparam._PARALLEL_MIN_ENTRIES[np.dtype(np.float32)] == 1 << 17
     calls = _record_builds(monkeypatch)
     mu, logvar, eps, dz = _inputs(rng, shape, np.float32)
     _assert_close(reparam_forward(mu, logvar, eps, impl="cpu"),
