@@ -845,16 +845,35 @@ def format_table(rows: list) -> str:
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename (the
+    temporary file is removed if anything fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_output_path(path) -> None:
+    """Raise OSError now, before minutes of measuring, if the JSON cannot go to ``path``:
+    a folder there, or a parent folder that cannot be created or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {str(path)!r} is a folder; give a file name, e.g. "
+                                f"{str(path / 'bench.json')!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    with open(probe, "w", encoding="utf-8"):
+        pass
+    probe.unlink()
 
 
 def _build_and_measure(build: Callable, warmup: int) -> tuple:
@@ -935,6 +954,7 @@ def main(quick: bool = False, device: str = "cpu", out="runs/bench.json", sizes=
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device={device!r} is not one of ('cpu', 'gpu')")
     sizes, mode = _resolve_sizes(quick, sizes)
+    check_output_path(out)
     if device == "gpu":
         try:
             backend = get_backend("gpu")

@@ -22,6 +22,48 @@ from pathlib import Path
 from .errors import MinivaeError
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer (1 or more)")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = _positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1 (exclusive)")
+    return value
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=float))
@@ -90,7 +132,8 @@ def _cmd_train_vae(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.npz"
-    likelihood = args.likelihood or ("gaussian" if shape is None else "bernoulli")
+    in_unit_interval = bool(X.size) and 0.0 <= float(X.min()) and float(X.max()) <= 1.0
+    likelihood = args.likelihood or ("bernoulli" if in_unit_interval else "gaussian")
     vae = VAE(
         X.shape[1],
         args.latent,
@@ -119,7 +162,8 @@ def _cmd_train_vae(args) -> int:
         "val_elbo": float(vae.score(X_val)),
         "n_train": int(len(X_train)),
         "n_val": int(len(X_val)),
-        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "settings": {**{k: v for k, v in vars(args).items() if k != "func"},
+                     "likelihood": likelihood},
     }
     plots.plot_history(history, out / "elbo.png", title=f"VAE on {args.data}")
     if shape is not None:
@@ -207,25 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     tv = tsub.add_parser("vae", formatter_class=formatter, help="train a VAE (AEVB/SGVB)")
     tv.add_argument("--data", default="digits",
                     help="digits | swissroll | PATH (IDX, .npz, or an image folder)")
-    tv.add_argument("--latent", type=int, default=2, help="latent dimension")
-    tv.add_argument("--hidden", type=int, nargs="+", default=[200], help="hidden layer widths")
+    tv.add_argument("--latent", type=_positive_int, default=2, help="latent dimension")
+    tv.add_argument("--hidden", type=_positive_int, nargs="+", default=[200], help="hidden layer widths")
     tv.add_argument("--activation", default="relu", choices=["relu", "tanh", "softplus"],
                     help="hidden-layer activation")
     tv.add_argument("--likelihood", default=None, choices=["bernoulli", "gaussian"],
-                    help="decoder likelihood; None: bernoulli for images in [0, 1], gaussian "
-                    "otherwise")
-    tv.add_argument("--epochs", type=int, default=50, help="passes over the training set")
-    tv.add_argument("--batch-size", type=int, default=100, help="examples per step")
+                    help="decoder likelihood; None: bernoulli when every value is in [0, 1], "
+                    "gaussian otherwise")
+    tv.add_argument("--epochs", type=_count, default=50, help="passes over the training set")
+    tv.add_argument("--batch-size", type=_positive_int, default=100, help="examples per step")
     tv.add_argument("--optimizer", default="adam", choices=["adam", "adagrad", "sgd"],
                     help="optimiser")
-    tv.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    tv.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction")
-    tv.add_argument("--seed", type=int, default=0, help="model and data-split seed")
+    tv.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    tv.add_argument("--val-fraction", type=_fraction, default=0.2, help="held-out fraction")
+    tv.add_argument("--seed", type=_count, default=0, help="model and data-split seed")
     tv.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"],
                     help="where the model runs")
     tv.add_argument("--out", default="runs/vae", help="output folder")
     tv.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    tv.add_argument("--threads", type=int, default=None,
+    tv.add_argument("--threads", type=_positive_int, default=None,
                     help="cap the BLAS and Numba thread pools (None: leave them alone; "
                     "1 is often fastest for small models on a busy machine)")
     tv.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -235,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a GP regressor to a CSV file (last column is the target)")
     tg.add_argument("--data", required=True, help="PATH.csv: input columns, then y")
     tg.add_argument("--ard", action="store_true", help="one lengthscale per input column")
-    tg.add_argument("--restarts", type=int, default=2, help="random restarts of the optimiser")
-    tg.add_argument("--seed", type=int, default=0, help="seed of the restarts")
+    tg.add_argument("--restarts", type=_count, default=2, help="random restarts of the optimiser")
+    tg.add_argument("--seed", type=_count, default=0, help="seed of the restarts")
     tg.add_argument("--out", default="runs/gp", help="output folder")
     tg.set_defaults(func=_cmd_train_gp)
 
@@ -244,14 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="train Variational Autoencoded Regression")
     tr.add_argument("--data", default="sequences",
                     help="sequences | postures | PATH (folder with inputs.csv)")
-    tr.add_argument("--epochs", type=int, nargs=3, default=[30, 60, 20],
+    tr.add_argument("--epochs", type=_count, nargs=3, default=[30, 60, 20],
                     metavar=("PRE", "JOINT", "FINE"),
                     help="epochs of pre-training, joint training and fine-tuning (a short "
                     "schedule; the README's results use 300 600 150)")
     tr.add_argument("--mode", default="interpolation", choices=["interpolation", "extrapolation"],
                     help="which frames are held out")
-    tr.add_argument("--latent", type=int, default=8, help="latent dimension")
-    tr.add_argument("--seed", type=int, default=0, help="model seed")
+    tr.add_argument("--latent", type=_positive_int, default=8, help="latent dimension")
+    tr.add_argument("--seed", type=_count, default=0, help="model seed")
     tr.add_argument("--out", default="runs/var", help="output folder")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train_var)
@@ -263,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder likelihood")
     g.add_argument("--activation", default="tanh", choices=["relu", "tanh", "softplus"],
                    help="hidden-layer activation")
-    g.add_argument("--seed", type=int, default=0, help="seed of the model and its data")
+    g.add_argument("--seed", type=_count, default=0, help="seed of the model and its data")
     g.set_defaults(func=_cmd_gradcheck)
 
     b = sub.add_parser("bench", formatter_class=formatter,
@@ -281,8 +325,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (MinivaeError, FileNotFoundError) as exc:
-        print(f"minivae: error: {exc}", file=sys.stderr)
+    except (MinivaeError, ValueError, OSError) as exc:
+        # The library's checks raise these for bad input (DataError and CheckpointError
+        # are ValueErrors too; a missing or unwritable path is an OSError).
+        print(f"minivae: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("minivae: interrupted", file=sys.stderr)

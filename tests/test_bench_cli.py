@@ -273,3 +273,23 @@ def test_write_json_atomic_replaces_and_leaves_no_temporary(tmp_path):
 def test_unknown_device_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="device='tpu'"):
         bench.main(device="tpu", out=str(tmp_path / "x.json"))
+
+
+def test_bad_output_path_is_refused_before_measuring(tmp_path, capsys):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        bench.main(out=str(folder), sizes=TINY)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError):
+        bench.main(out=str(blocker / "bench.json"), sizes=TINY)
+    assert "[1/" not in capsys.readouterr().out  # nothing was measured
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
+    assert list(folder.iterdir()) == []
+
+
+def test_write_json_atomic_removes_its_temporary_on_failure(tmp_path):
+    with pytest.raises(TypeError):
+        bench.write_json_atomic(tmp_path / "r.json", {"not json": object()})
+    assert list(tmp_path.iterdir()) == []

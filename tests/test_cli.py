@@ -62,3 +62,43 @@ def test_gradcheck_vae_passes_and_prints_every_parameter(capsys):
     for name in ("enc.0.W", "enc.mu.b", "enc.logvar.W", "dec.mean.W", "dec.logvar.b"):
         assert name in out
     assert "ok: below the bound 1e-6" in out
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--latent", "0"), ("--threads", "0"), ("--batch-size", "0"), ("--epochs", "-1"),
+    ("--lr", "inf"), ("--lr", "0"), ("--val-fraction", "1"), ("--hidden", "0"),
+    ("--seed", "-3"), ("--latent", "two"),
+])
+def test_out_of_range_arguments_are_refused_by_the_parser(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "vae", flag, value, "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("minivae train vae: error: argument " + flag)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_npz_is_a_one_line_error(tmp_path, capsys):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip archive")
+    code = cli.main(["train", "vae", "--data", str(broken), "--out", str(tmp_path / "run"),
+                     "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("minivae: error: ")
+
+
+@pytest.mark.parametrize("low, high, expected", [(0.0, 1.0, "bernoulli"),
+                                                  (-2.0, 2.0, "gaussian")])
+def test_train_vae_picks_the_likelihood_from_the_value_range(tmp_path, low, high, expected):
+    """Not from the width: 16 columns of N(0, 1)-like data are not images in [0, 1], and
+    3 columns in [0, 1] are; the choice is recorded in metrics.json."""
+    rng = np.random.default_rng(0)
+    width = 16 if expected == "gaussian" else 3
+    data = tmp_path / "data.npz"
+    np.savez(data, X=rng.uniform(low, high, size=(40, width)))
+    out = tmp_path / "run"
+    assert cli.main(["train", "vae", "--data", str(data), "--epochs", "1", "--hidden", "4",
+                     "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["likelihood"] == expected
