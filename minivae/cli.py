@@ -90,8 +90,9 @@ def _print_metrics(result) -> None:
 
 
 # ---- train vae -------------------------------------------------------------------------
-def _load_vae_data(spec: str, seed: int):
-    """Return (X, image_shape or None) for --data digits|swissroll|PATH."""
+def _load_vae_data(spec: str, seed: int, key=None, size=28):
+    """Return (X, image_shape or None) for --data digits|swissroll|PATH (``key``: the array
+    of an .npz archive; ``size``: the side images of a folder are resized to)."""
     import numpy as np
 
     from . import datasets
@@ -107,10 +108,10 @@ def _load_vae_data(spec: str, seed: int):
             ".npz file, or a folder of PNG images"
         )
     if path.is_dir():
-        X = datasets.load_image_folder(path, size=28)
-        return X, (28, 28)
+        X = datasets.load_image_folder(path, size=size)
+        return X, (size, size)
     if path.suffix == ".npz":
-        X = datasets.load_npz(path, key=None)
+        X = datasets.load_npz(path, key=key)
     else:
         X = datasets.load_idx(path)
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
@@ -124,7 +125,7 @@ def _cmd_train_vae(args) -> int:
     from . import plots
     from .vae import VAE
 
-    X, shape = _load_vae_data(args.data, args.seed)
+    X, shape = _load_vae_data(args.data, args.seed, key=args.key, size=args.size)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(X))
     n_val = max(1, int(round(args.val_fraction * len(X))))
@@ -251,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     tv = tsub.add_parser("vae", formatter_class=formatter, help="train a VAE (AEVB/SGVB)")
     tv.add_argument("--data", default="digits",
                     help="digits | swissroll | PATH (IDX, .npz, or an image folder)")
+    tv.add_argument("--key", default=None,
+                    help="the array to read from an .npz archive that holds several (None: "
+                    "its only array)")
+    tv.add_argument("--size", type=_positive_int, default=28,
+                    help="side, in pixels, that the images of a folder are resized to")
     tv.add_argument("--latent", type=_positive_int, default=2, help="latent dimension")
     tv.add_argument("--hidden", type=_positive_int, nargs="+", default=[200], help="hidden layer widths")
     tv.add_argument("--activation", default="relu", choices=["relu", "tanh", "softplus"],

@@ -102,3 +102,16 @@ def test_train_vae_picks_the_likelihood_from_the_value_range(tmp_path, low, high
                      "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["likelihood"] == expected
+
+
+def test_train_vae_reads_the_named_array_of_an_npz(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "several.npz"
+    np.savez(data, x_train=rng.uniform(size=(30, 4)), y_train=np.arange(30))
+    argv = ["train", "vae", "--data", str(data), "--epochs", "1", "--hidden", "4",
+            "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1"]
+    assert cli.main(argv) == 2  # two arrays: which one?
+    assert "key=" in capsys.readouterr().err
+    assert cli.main(argv + ["--key", "x_train"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_val"] == 30
