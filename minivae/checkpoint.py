@@ -10,17 +10,20 @@ arrays it holds one more entry, ``__meta__``: a 0-d unicode array containing a J
 Nothing is pickled, on writing or on reading (``allow_pickle=False``), so loading a file
 from an untrusted source cannot run code.
 
-Writing is atomic: the archive goes to a temporary file in the destination directory, is
-flushed and ``fsync``-ed, and then ``os.replace``-d over the destination. A crash or an
-exception part-way leaves any previous checkpoint at that path untouched and no temporary
-file behind.
+Writing is atomic: the archive goes to a temporary file ``.<name>.<random hex>.tmp`` in
+the destination directory, is flushed and ``fsync``-ed, and then ``os.replace``-d over the
+destination, so any previous checkpoint at that path stays intact until the new one is
+complete. An exception part-way removes the temporary file; a killed process (SIGKILL,
+power loss) can leave it next to the checkpoint, where :func:`load_checkpoint`, which reads
+only the path it is given, ignores it. The file is created with mode ``0o666`` minus the
+process umask, as ``open`` would create it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,10 @@ FORMAT_VERSION = 1
 """The checkpoint layout this minivae writes and reads."""
 
 META_KEY = "__meta__"
+
+RESERVED_ARRAY_NAMES = (META_KEY, "file", "allow_pickle")
+"""Array names save_checkpoint refuses: the metadata entry, and ``np.savez``'s own keyword
+parameters, which would swallow an array passed under that name."""
 
 
 def _minivae_version() -> str:
@@ -48,8 +55,9 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
         Destination file. Parent directories are created. NumPy does not append ``.npz``
         here: the file is written exactly at ``path``.
     arrays : dict of str -> array_like
-        The arrays to store, by name. Names may not be ``"__meta__"``. Host (NumPy)
-        arrays; convert device arrays with ``backend.to_host`` first.
+        The arrays to store, by name. Names may not be one of
+        :data:`RESERVED_ARRAY_NAMES` (``"__meta__"``, ``"file"``, ``"allow_pickle"``).
+        Host (NumPy) arrays; convert device arrays with ``backend.to_host`` first.
     meta : dict
         JSON-serialisable metadata (model configuration, epoch, history, ...). Its keys
         ``"format_version"``, ``"kind"`` and ``"minivae_version"`` are reserved.
@@ -60,7 +68,7 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
     Raises
     ------
     ValueError
-        If an array name is ``"__meta__"``, a meta key is reserved, or an array has
+        If an array name or a meta key is reserved, or an array has
         dtype ``object`` (which would need pickle).
     TypeError
         If ``meta`` is not JSON-serialisable.
@@ -68,9 +76,11 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
         If the file cannot be written; any previous file at ``path`` is then unchanged.
     """
     path = Path(path)
-    if META_KEY in arrays:
+    clashing = [name for name in RESERVED_ARRAY_NAMES if name in arrays]
+    if clashing:
         raise ValueError(
-            f"array name {META_KEY!r} is reserved for the checkpoint metadata; rename it"
+            f"array names {clashing} are reserved ({META_KEY!r} holds the checkpoint metadata, "
+            "'file' and 'allow_pickle' are np.savez's own parameters); rename those arrays"
         )
     reserved = {"format_version", "kind", "minivae_version"} & set(meta)
     if reserved:
@@ -96,7 +106,9 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
     meta_json = json.dumps(full_meta)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp_name, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as tmp_file:
             np.savez(tmp_file, **host_arrays, **{META_KEY: np.array(meta_json)})

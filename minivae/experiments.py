@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -620,7 +619,7 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
         figures.append((f"VAR latent code over t for sequence {int(group)}: anchors' codes and the "
                         "GP mean with its 95% band (first 2 dimensions)", "latent_trajectory.png"))
         plots.plot_history(_numbered_across_phases(var.history_), folder / "var_loss.png",
-                           title="VAR training loss")
+                           title="VAR training loss", ylabel="loss (nats/example)")
         figures.append(("VAR training loss per epoch and phase", "var_loss.png"))
         var.save(folder / "var_checkpoint.npz")
         result["checkpoint"] = "var_checkpoint.npz"
@@ -633,32 +632,80 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
     _write_text(folder / "report.md", _report_markdown(result, figures))
 
 
+RUN_MARKER = ".minivae-run"
+"""File that marks a folder written by :func:`run_experiment` or :func:`compare_seeds`.
+
+An existing ``out_dir`` is replaced only if it is empty or holds this file, so that a
+mistyped ``out_dir`` (a project folder, ``~``) is refused instead of deleted."""
+
+_MARKER_TEXT = ("This folder was written by minivae. The next run given this folder as out_dir "
+                "deletes and replaces it whole.\n")
+
+
+def _refuse_foreign_folder(out_dir, given):
+    """DataError unless ``out_dir`` is absent, an empty folder, or a folder minivae wrote."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"out_dir {str(given)!r} exists and is a file; give a folder path")
+    if any(out_dir.iterdir()) and not (out_dir / RUN_MARKER).is_file():
+        raise DataError(f"out_dir {str(given)!r} holds files minivae did not write (it has no "
+                        f"{RUN_MARKER} file), and minivae replaces out_dir as a whole; choose a "
+                        "new or empty folder")
+
+
 def _prepare_output_folder(out_dir):
-    """A fresh staging folder beside ``out_dir`` (``<out_dir>.tmp-XXXX``)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"out_dir {str(out_dir)!r} exists and is a file; give a folder path")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))
+    """Check ``out_dir`` and make a fresh staging folder beside it.
 
+    Parameters
+    ----------
+    out_dir : str or Path
 
-def _publish_folder(staging, out_dir):
-    """Move the finished ``staging`` folder to ``out_dir``, replacing an earlier one.
+    Returns
+    -------
+    target : Path
+        ``out_dir`` made absolute, symbolic links resolved.
+    staging : Path
+        The new folder ``<target>.tmp-<random hex>``, holding the :data:`RUN_MARKER`
+        file, created with mode ``0o777`` minus the umask.
 
-    The earlier folder is first renamed aside and deleted only once the new one is in
-    place, so ``out_dir`` is at every moment either the old or the new complete folder
-    (or briefly absent).
+    Raises
+    ------
+    DataError
+        If ``out_dir`` is a file, holds files without the :data:`RUN_MARKER` file, or is
+        (or contains) the current working folder, which could not be replaced in place.
     """
-    out_dir = Path(out_dir)
+    target = Path(out_dir).expanduser().resolve()
+    working = Path.cwd().resolve()
+    if target == working or target in working.parents:
+        raise DataError(f"out_dir {str(out_dir)!r} is the current folder or contains it, and "
+                        "minivae replaces out_dir as a whole; give a subfolder such as 'runs/demo'")
+    _refuse_foreign_folder(target, out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
+    os.mkdir(staging, 0o777)
+    (staging / RUN_MARKER).write_text(_MARKER_TEXT)
+    return target, staging
+
+
+def _publish_folder(staging, target, given):
+    """Move the finished ``staging`` folder to ``target``, replacing an earlier one.
+
+    The earlier folder is checked again (:func:`_refuse_foreign_folder`: files may have
+    appeared since :func:`_prepare_output_folder`), renamed aside, and deleted only once
+    the new one is in place, so ``target`` is at every moment either the old or the new
+    complete folder (or briefly absent).
+    """
+    _refuse_foreign_folder(target, given)
     retired = None
-    if out_dir.exists():
-        retired = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex}")
-        os.rename(out_dir, retired)
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        os.rename(target, retired)
     try:
-        os.rename(staging, out_dir)
+        os.rename(staging, target)
     except BaseException:
         if retired is not None:
-            os.rename(retired, out_dir)
+            os.rename(retired, target)
         raise
     if retired is not None:
         shutil.rmtree(retired)
@@ -682,9 +729,12 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
         their sum, so both networks see the training images equally often.
     out_dir : str or Path, optional
         Folder to write the figures, ``metrics.json``, ``report.md`` and
-        ``var_checkpoint.npz`` into. It is built as ``<out_dir>.tmp-XXXX`` and renamed
-        to ``out_dir`` only when complete, replacing an earlier folder; if anything
-        fails, nothing is left behind and an earlier folder is untouched.
+        ``var_checkpoint.npz`` into, with a :data:`RUN_MARKER` file. It is built as
+        ``<out_dir>.tmp-<hex>`` and renamed to ``out_dir`` only when complete, replacing
+        an earlier folder; if anything fails, nothing is left behind and an earlier
+        folder is untouched. An existing ``out_dir`` must be empty or written by minivae
+        (hold :data:`RUN_MARKER`); anything else, or the current folder, is refused
+        before any training.
     progress : bool, default True
         A tqdm bar over the methods, and the networks' training bars.
     settings : dict, optional
@@ -704,7 +754,8 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     ValueError
         For an unknown mode, method or setting, or malformed epochs.
     DataError
-        If the split holds out nothing, or ``out_dir`` is a file.
+        If the split holds out nothing, or ``out_dir`` is a file, a folder holding files
+        minivae did not write, or the current folder (or one containing it).
     """
     methods = _check_methods(methods)
     epochs = _check_epochs(epochs)
@@ -714,7 +765,7 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     train_idx, test_idx = data.split(mode, n_anchor_every=settings["n_anchor_every"],
                                      holdout=settings["holdout"])
     train, test = data.subset(train_idx), data.subset(test_idx)
-    staging = _prepare_output_folder(out_dir) if out_dir is not None else None
+    target, staging = _prepare_output_folder(out_dir) if out_dir is not None else (None, None)
     try:
         fitted, predictions, scores = {}, {}, {}
         with limited_threads(settings["threads"]):
@@ -748,7 +799,7 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
         result["total_seconds"] = time.perf_counter() - started
         if staging is not None:
             _write_outputs(staging, data, train_idx, test_idx, fitted, predictions, result)
-            _publish_folder(staging, out_dir)
+            _publish_folder(staging, target, out_dir)
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -803,7 +854,10 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
         As :func:`run_experiment`.
     out_dir : str or Path, optional
         Each seed's run is written to ``out_dir/seed<seed>``, and ``summary.json`` and
-        ``summary.md`` to ``out_dir``.
+        ``summary.md`` to ``out_dir``. The whole folder is built beside ``out_dir`` and
+        published once, when every seed has finished, as :func:`run_experiment` does:
+        if a seed fails, ``out_dir`` is left as it was. An existing ``out_dir`` is
+        refused, before any training, where :func:`run_experiment` would refuse it.
 
     Returns
     -------
@@ -816,27 +870,33 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
     seeds = tuple(int(seed) for seed in seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    runs = []
-    for seed in seeds:
-        run_dir = None if out_dir is None else Path(out_dir) / f"seed{seed}"
-        runs.append(run_experiment(data, mode, methods=methods, seed=seed, epochs=epochs,
-                                   out_dir=run_dir, progress=progress, settings=settings))
-    summary = {}
-    for name in runs[0]["methods"]:
-        summary[name] = {}
-        for metric in ("mse", "psnr", "ssim", "fit_seconds"):
-            values = np.array([run["methods"][name][metric] for run in runs])
-            summary[name][metric] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                "values": values.tolist(),
-            }
-    result = {"data": data.name, "mode": mode, "seeds": list(seeds), "runs": runs,
-              "summary": summary}
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        _write_text(Path(out_dir) / "summary.json", json.dumps(_json_ready(result), indent=2))
-        _write_text(Path(out_dir) / "summary.md", format_seed_table(result))
+    target, staging = _prepare_output_folder(out_dir) if out_dir is not None else (None, None)
+    try:
+        runs = []
+        for seed in seeds:
+            run_dir = None if staging is None else staging / f"seed{seed}"
+            runs.append(run_experiment(data, mode, methods=methods, seed=seed, epochs=epochs,
+                                       out_dir=run_dir, progress=progress, settings=settings))
+        summary = {}
+        for name in runs[0]["methods"]:
+            summary[name] = {}
+            for metric in ("mse", "psnr", "ssim", "fit_seconds"):
+                values = np.array([run["methods"][name][metric] for run in runs])
+                summary[name][metric] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                    "values": values.tolist(),
+                }
+        result = {"data": data.name, "mode": mode, "seeds": list(seeds), "runs": runs,
+                  "summary": summary}
+        if staging is not None:
+            _write_text(staging / "summary.json", json.dumps(_json_ready(result), indent=2))
+            _write_text(staging / "summary.md", format_seed_table(result))
+            _publish_folder(staging, target, out_dir)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     return result
 
 

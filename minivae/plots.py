@@ -62,7 +62,7 @@ def _intensity_limits(images):
     return min(0.0, float(images.min())), max(1.0, float(images.max()))
 
 
-def plot_history(history, path, title=None):
+def plot_history(history, path, title=None, ylabel=None):
     """Plot training (and validation) loss per epoch, with phase boundaries.
 
     Parameters
@@ -71,10 +71,14 @@ def plot_history(history, path, title=None):
         ``"epoch"`` and ``"train_loss"`` (or ``"train_elbo"``), optionally ``"val_loss"``
         (``"val_elbo"``) and ``"phase"`` (one label per epoch; a vertical line marks each
         change). All lists have one entry per epoch; None entries (epochs without a
-        validation pass) are left as gaps. Losses are mean negative ELBO in nats per example.
+        validation pass) are left as gaps. Losses are in nats per example.
     path : str or Path
         Output PNG.
     title : str, optional
+    ylabel : str, optional
+        The y-axis label. By default ``"negative ELBO (nats/example)"`` for
+        ``"train_loss"`` and ``"ELBO (nats/example)"`` for ``"train_elbo"``; give another
+        for a loss that is not the ELBO (VAR's joint and fine-tuning phases).
 
     Returns
     -------
@@ -83,9 +87,9 @@ def plot_history(history, path, title=None):
     if "epoch" not in history:
         raise DataError(f"history has no 'epoch' list; its keys are {sorted(history)}")
     if "train_loss" in history:
-        prefix, ylabel = "loss", "negative ELBO (nats/example)"
+        prefix, default_ylabel = "loss", "negative ELBO (nats/example)"
     elif "train_elbo" in history:
-        prefix, ylabel = "elbo", "ELBO (nats/example)"
+        prefix, default_ylabel = "elbo", "ELBO (nats/example)"
     else:
         raise DataError(f"history has neither 'train_loss' nor 'train_elbo'; its keys are {sorted(history)}")
     epochs = np.asarray(history["epoch"], dtype=np.float64)
@@ -115,7 +119,7 @@ def plot_history(history, path, title=None):
                 ax.annotate(str(phases[i]), (boundary, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(default_ylabel if ylabel is None else ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     if title:
@@ -353,6 +357,12 @@ def compare_methods(truth, predictions, path, n_show=8):
     Returns
     -------
     Path
+
+    Notes
+    -----
+    Every image is clipped to [0, 1] for display only (one grey scale for all rows), so
+    a prediction that overshoots, such as a pixel GP's posterior mean, does not wash out
+    the others' contrast.
     """
     truth = _as_images(truth, "truth")
     if not predictions:
@@ -367,5 +377,5 @@ def compare_methods(truth, predictions, path, n_show=8):
     n_cols = min(int(n_show), truth.shape[0])
     if n_cols < 1:
         raise ValueError(f"n_show={n_show} must be >= 1")
-    stacked = np.concatenate([images[:n_cols] for images in rows.values()])
+    stacked = np.clip(np.concatenate([images[:n_cols] for images in rows.values()]), 0.0, 1.0)
     return image_grid(stacked, path, nrow=len(rows), row_labels=list(rows))

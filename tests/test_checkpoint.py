@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import zipfile
 
 import numpy as np
@@ -109,6 +110,8 @@ def test_unserialisable_meta_raises_and_writes_nothing(tmp_path):
     "arrays, meta, match",
     [
         ({"__meta__": np.ones(1)}, {}, "reserved"),
+        ({"allow_pickle": np.ones(1), "W": np.ones(1)}, {}, "reserved"),
+        ({"file": np.ones(1)}, {}, "reserved"),
         ({"W": np.ones(1)}, {"kind": "GP"}, "reserved"),
         ({"W": np.array([{"a": 1}], dtype=object)}, {}, "dtype object"),
     ],
@@ -117,6 +120,30 @@ def test_save_rejects_reserved_names_and_object_arrays(tmp_path, arrays, meta, m
     with pytest.raises(ValueError, match=match):
         save_checkpoint(tmp_path / "m.npz", arrays, meta, kind="VAE")
     assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_file_mode_follows_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "m.npz", {"W": np.ones(2)}, {}, kind="VAE")
+        os.umask(0o077)
+        save_checkpoint(tmp_path / "private.npz", {"W": np.ones(2)}, {}, kind="VAE")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "private.npz").st_mode) == 0o600
+
+
+def test_temporary_file_left_by_a_killed_writer_is_ignored(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, {"W": np.arange(3.0)}, {"epoch": 1}, kind="VAE")
+    # what a writer killed mid-np.savez leaves: a partial archive under the temporary name
+    (tmp_path / ".m.npz.0123456789abcdef0123456789abcdef.tmp").write_bytes(b"PK\x03\x04partial")
+    arrays, meta = load_checkpoint(path, kind="VAE")
+    np.testing.assert_array_equal(arrays["W"], np.arange(3.0))
+    assert meta["epoch"] == 1
+    save_checkpoint(path, {"W": np.zeros(3)}, {"epoch": 2}, kind="VAE")
+    assert load_checkpoint(path)[1]["epoch"] == 2
 
 
 def test_missing_file(tmp_path):

@@ -4,16 +4,19 @@ Everything runs on tiny data (two sequences of 16 frames, 12 x 12 images) with o
 epochs, so the numbers are poor; the tests check behaviour, shapes and files, not quality.
 """
 import json
+import os
+import stat
 
 import numba
 import numpy as np
 import pytest
 
-from minivae import plots
+from minivae import experiments, plots
 from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
 from minivae.experiments import (
     METHODS,
+    RUN_MARKER,
     NearestAnchor,
     PixelGP,
     TwoStage,
@@ -150,7 +153,16 @@ def test_loss_curves_number_epochs_across_phases():
     assert history["epoch"] == [1, 2, 1, 1]
 
 
-def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences, tmp_path):
+def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences, tmp_path,
+                                                                  monkeypatch):
+    ylabels = {}
+    real_plot_history = plots.plot_history
+
+    def recording_plot_history(history, path, **kwargs):
+        ylabels[path.name] = kwargs.get("ylabel")
+        return real_plot_history(history, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_history", recording_plot_history)
     out_dir = tmp_path / "run"
     result = run_experiment(tiny_sequences, "interpolation", epochs=TINY_EPOCHS, out_dir=out_dir,
                             progress=False, settings=TINY_SETTINGS)
@@ -159,7 +171,7 @@ def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences
         assert set(scores) == {"mse", "psnr", "ssim", "fit_seconds", "predict_seconds"}
         assert scores["mse"] >= 0 and -1 <= scores["ssim"] <= 1
     expected = {"report.md", "metrics.json", "comparison.png", "latent_trajectory.png",
-                "var_loss.png", "two_stage_loss.png", "var_checkpoint.npz"}
+                "var_loss.png", "two_stage_loss.png", "var_checkpoint.npz", RUN_MARKER}
     assert {path.name for path in out_dir.iterdir()} == expected
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
     for png in out_dir.glob("*.png"):
@@ -177,6 +189,8 @@ def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences
     var = VARegressor.load(out_dir / "var_checkpoint.npz")
     test = tiny_sequences.subset(tiny_sequences.split("interpolation")[1])
     assert var.predict(test.X, test.groups).shape == test.Y.shape
+    # VAR's joint and fine-tuning losses are not a negative ELBO; the two-stage VAE's is
+    assert ylabels == {"var_loss.png": "loss (nats/example)", "two_stage_loss.png": None}
 
 
 def test_a_failure_mid_run_leaves_no_half_written_files(tiny_sequences, tmp_path, monkeypatch):
@@ -191,24 +205,85 @@ def test_a_failure_mid_run_leaves_no_half_written_files(tiny_sequences, tmp_path
     assert list(tmp_path.iterdir()) == []
     earlier = tmp_path / "earlier"
     earlier.mkdir()
+    (earlier / RUN_MARKER).write_text("")
     (earlier / "report.md").write_text("the previous run")
     with pytest.raises(RuntimeError, match="disk full"):
         run_experiment(tiny_sequences, methods=("nearest_anchor", "two_stage"),
                        epochs=TINY_EPOCHS, out_dir=earlier, progress=False,
                        settings=TINY_SETTINGS)
     assert [path.name for path in tmp_path.iterdir()] == ["earlier"]
-    assert [path.name for path in earlier.iterdir()] == ["report.md"]
+    assert sorted(path.name for path in earlier.iterdir()) == sorted([RUN_MARKER, "report.md"])
     assert (earlier / "report.md").read_text() == "the previous run"
 
 
-def test_a_finished_run_replaces_an_earlier_folder(tiny_sequences, tmp_path):
+def test_a_finished_run_replaces_an_earlier_run_folder(tiny_sequences, tmp_path):
     out_dir = tmp_path / "run"
-    out_dir.mkdir()
-    (out_dir / "stale.txt").write_text("from an earlier run")
+    run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=out_dir, progress=False)
+    (out_dir / "stale.txt").write_text("added to an earlier run")
     run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=out_dir, progress=False)
     assert {path.name for path in out_dir.iterdir()} == {"report.md", "metrics.json",
-                                                         "comparison.png"}
+                                                         "comparison.png", RUN_MARKER}
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=empty, progress=False)
+    assert (empty / "metrics.json").is_file()
+
+
+def _no_training(monkeypatch):
+    """Record every model run_experiment would build, so a test can check none was."""
+    built = []
+    monkeypatch.setattr(experiments, "_make_method", lambda name, *args: built.append(name))
+    return built
+
+
+def test_a_folder_minivae_did_not_write_is_refused_untouched_before_training(
+        tiny_sequences, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("my work")
+    (project / "src" / "main.py").write_text("print(1)")
+    built = _no_training(monkeypatch)
+    for call in (lambda: run_experiment(tiny_sequences, out_dir=project, progress=False),
+                 lambda: compare_seeds(tiny_sequences, seeds=(0,), out_dir=project,
+                                       progress=False)):
+        with pytest.raises(DataError, match="holds files minivae did not write"):
+            call()
+    assert built == []
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "project", "project/notes.txt", "project/src", "project/src/main.py"]
+    assert (project / "notes.txt").read_text() == "my work"
+
+
+def test_the_current_folder_is_refused_before_training(tiny_sequences, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    built = _no_training(monkeypatch)
+    for out_dir in (".", "..", str(here)):
+        with pytest.raises(DataError, match="is the current folder or contains it"):
+            run_experiment(tiny_sequences, out_dir=out_dir, progress=False)
+    assert built == []
+    assert list(tmp_path.iterdir()) == [here] and list(here.iterdir()) == []
+
+
+def test_output_folders_and_files_follow_the_umask(tiny_sequences, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        run_experiment(tiny_sequences, methods=("nearest_anchor",), out_dir=tmp_path / "run",
+                       progress=False)
+        compare_seeds(tiny_sequences, seeds=(0,), methods=("nearest_anchor",),
+                      out_dir=tmp_path / "seeds", progress=False)
+    finally:
+        os.umask(previous)
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    for folder in (tmp_path / "run", tmp_path / "seeds", tmp_path / "seeds" / "seed0"):
+        assert mode(folder) == 0o755
+        for path in folder.iterdir():
+            assert mode(path) == (0o755 if path.is_dir() else 0o644), path
 
 
 @pytest.mark.parametrize(
@@ -244,8 +319,35 @@ def test_compare_seeds_summarises_each_metric_over_seeds(tiny_sequences, tmp_pat
     assert summary["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
     assert comparison["summary"]["nearest_anchor"]["psnr"]["std"] == 0.0  # no randomness
     assert {path.name for path in tmp_path.iterdir()} == {"seed0", "seed1", "summary.json",
-                                                          "summary.md"}
+                                                          "summary.md", RUN_MARKER}
     assert "| two_stage |" in (tmp_path / "summary.md").read_text()
+
+
+def _tree(folder):
+    """Every file under ``folder``: relative path -> bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_compare_seeds_failing_in_the_last_seed_leaves_out_dir_as_it_was(
+        tiny_sequences, tmp_path, monkeypatch):
+    out_dir = tmp_path / "seeds"
+    compare_seeds(tiny_sequences, seeds=(0, 1), methods=("nearest_anchor",), out_dir=out_dir,
+                  progress=False)
+    before = _tree(out_dir)
+    real_run_experiment = experiments.run_experiment
+
+    def failing_in_seed_1(*args, **kwargs):
+        if kwargs["seed"] == 1:
+            raise RuntimeError("simulated failure in seed 1")
+        return real_run_experiment(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "run_experiment", failing_in_seed_1)
+    with pytest.raises(RuntimeError, match="seed 1"):
+        compare_seeds(tiny_sequences, seeds=(0, 1), methods=("nearest_anchor",),
+                      settings={"n_anchor_every": 3}, out_dir=out_dir, progress=False)
+    assert _tree(out_dir) == before
+    assert [path.name for path in tmp_path.iterdir()] == ["seeds"]
 
 
 def test_quick_demo_writes_the_demo_folder(tmp_path):

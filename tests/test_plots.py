@@ -94,6 +94,42 @@ def test_compare_methods(tmp_path, rng):
         plots.compare_methods(truth, {}, tmp_path / "bad.png")
 
 
+def _capture_saved_figures(monkeypatch):
+    """Replace plots._save by a recorder of the figures it is handed."""
+    saved = []
+
+    def record(fig, path):
+        saved.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", record)
+    return saved
+
+
+def test_plot_history_ylabel_defaults_to_the_elbo_and_can_be_given(tmp_path, monkeypatch):
+    saved = _capture_saved_figures(monkeypatch)
+    history = {"epoch": [1, 2], "train_loss": [2.0, 1.0]}
+    plots.plot_history(history, tmp_path / "a.png")
+    plots.plot_history(history, tmp_path / "b.png", ylabel="loss (nats/example)")
+    plots.plot_history({"epoch": [1, 2], "train_elbo": [-2.0, -1.0]}, tmp_path / "c.png")
+    labels = [fig.axes[0].get_ylabel() for fig in saved]
+    assert labels == ["negative ELBO (nats/example)", "loss (nats/example)", "ELBO (nats/example)"]
+
+
+def test_compare_methods_clips_overshooting_predictions_for_display(tmp_path, monkeypatch, rng):
+    saved = _capture_saved_figures(monkeypatch)
+    truth = rng.random((3, 4, 4))
+    overshoot = truth.copy()
+    overshoot[0, 0, 0], overshoot[1, 2, 3] = -0.4, 1.7
+    plots.compare_methods(truth, {"gp": overshoot}, tmp_path / "cmp.png")
+    shown = [ax.images[0] for ax in saved[0].axes if ax.images]
+    assert len(shown) == 6
+    for image in shown:
+        assert image.get_clim() == (0.0, 1.0)
+    np.testing.assert_array_equal(shown[4].get_array(), np.clip(overshoot[1], 0.0, 1.0))
+    np.testing.assert_array_equal(overshoot[1, 2, 3], 1.7)
+
+
 def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "history.png"
     target.write_bytes(b"previous figure")
