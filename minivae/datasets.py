@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,8 +615,8 @@ def load_idx(path, scale=True, flatten=True):
         recognised by its content, not its name.
     scale : bool, default True
         Map uint8 images (files of 2 or more dimensions) to float64 in [0, 1] by dividing
-        by 255. One-dimensional files (labels) are returned as int64; other element types
-        as float64.
+        by 255. One-dimensional files of an integer type (labels) are returned as int64;
+        everything else as float64.
     flatten : bool, default True
         Reshape images (n, rows, cols) to rows (n, rows * cols).
 
@@ -649,6 +651,10 @@ def load_idx(path, scale=True, flatten=True):
         raise DataError(f"{str(path)!r} is truncated: its header needs {header_bytes} bytes, "
                         f"found {len(raw)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    for axis, length in enumerate(shape):
+        if length < 1:
+            raise DataError(f"{str(path)!r} has a corrupt header: dimension {axis} of shape {shape} "
+                            f"is {length}, every dimension must be >= 1; re-download the file")
     expected = header_bytes + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "longer than its header says"
@@ -657,7 +663,7 @@ def load_idx(path, scale=True, flatten=True):
             f"found {len(raw)}; re-download the file"
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header_bytes).reshape(shape)
-    if ndim == 1:
+    if ndim == 1 and dtype.kind in "iu":
         return data.astype(np.int64)
     if scale and dtype == np.uint8:
         data = data.astype(np.float64) / 255.0
@@ -688,8 +694,9 @@ def load_npz(path, key=None, scale=True):
     path = _require_file(path, "npz archive")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{str(path)!r} cannot be read as an npz archive ({error})") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{str(path)!r} cannot be read as an npz archive ({error}); "
+                        "check that it was written by numpy.savez and copied completely") from error
     with archive:
         if not hasattr(archive, "files"):
             raise DataError(f"{str(path)!r} holds a single array, not an npz archive; "
@@ -702,18 +709,59 @@ def load_npz(path, key=None, scale=True):
         if key not in archive.files:
             raise DataError(f"{str(path)!r} has no array {key!r}; the arrays present are "
                             f"{sorted(archive.files)}")
-        data = archive[key]
+        try:
+            data = archive[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise DataError(f"array {key!r} of {str(path)!r} cannot be read ({error}); the archive "
+                            "is corrupt or holds Python objects; re-create it with numpy.savez "
+                            "from a numeric array") from error
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"array {key!r} of {str(path)!r} has dtype {data.dtype}, which is not real "
+                        "numbers; save a bool, integer or float array")
     if scale and data.dtype == np.uint8:
         return data.astype(np.float64) / 255.0
     return data.astype(np.float64)
 
 
+# Image modes read through NumPy rather than Pillow's 8-bit "L": the largest value each can
+# be scaled from (a 16-bit greyscale PNG opens as "I;16" or, in older Pillow, as "I").
+_WIDE_MODE_LIMITS = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
+                     "I": 65535.0, "F": 1.0}
+
+
+def _wide_grey_pixels(image, path):
+    """A 16-bit, 32-bit integer or float image as float64 (H, W) in [0, 1], or DataError."""
+    limit = _WIDE_MODE_LIMITS[image.mode]
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (np.isfinite(pixels).all() and low >= 0.0 and high <= limit):
+        raise DataError(f"{str(path)!r} is a mode {image.mode!r} image with values in [{low:g}, {high:g}]; "
+                        f"it can be read only with values in [0, {limit:g}]; rescale it to that range "
+                        "or save it as an 8-bit or 16-bit PNG")
+    return pixels / limit
+
+
 def _read_grey_image(path, size=None):
-    """One image file as float64 (H, W) in [0, 1], greyscale, resized to size x size if given."""
+    """One image file as float64 (H, W) in [0, 1], greyscale, resized to size x size if given.
+
+    Notes
+    -----
+    8-bit and colour images go through Pillow's "L" conversion (0..255, divided by 255).
+    16-bit ("I;16*"; and "I") images are divided by 65535 and float ("F") images are taken
+    as they are, both required to lie in [0, 1] after scaling; they are resized in float
+    mode and clipped to [0, 1] (Lanczos overshoots at edges, as "L" clips it too).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if image.mode in _WIDE_MODE_LIMITS:
+                pixels = _wide_grey_pixels(image, path)
+                if size is None or image.size == (size, size):
+                    return pixels
+                resized = Image.fromarray(pixels.astype(np.float32)).resize(
+                    (size, size), Image.Resampling.LANCZOS)
+                return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
             grey = image.convert("L")
             if size is not None:
                 grey = grey.resize((size, size), Image.Resampling.LANCZOS)
@@ -762,6 +810,8 @@ def load_regression_folder(path, size=None, name=None):
         A folder holding the images and ``inputs.csv``. The CSV has a header
         ``file,x1,...,xp[,group]``: the image's file name relative to the folder, p >= 1
         numeric inputs, and optionally an integer sequence id in a column named ``group``.
+        It is read as UTF-8, with or without the byte-order mark Excel writes; blank lines
+        are skipped, and errors name the line of the file.
     size : int, optional
         Resize every image to size x size; without it all images must have one size.
     name : str, optional
@@ -778,8 +828,15 @@ def load_regression_folder(path, size=None, name=None):
     if not folder.is_dir():
         raise DataError(f"regression folder {str(folder)!r} does not exist or is not a folder")
     csv_path = _require_file(folder / "inputs.csv", "input table")
-    with open(csv_path, newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            numbered = [(reader.line_num, row) for row in reader
+                        if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise DataError(f"{str(csv_path)!r} is not UTF-8 text ({error}); save it as UTF-8 CSV") from error
+    line_numbers = [line for line, _ in numbered]
+    rows = [row for _, row in numbered]
     if len(rows) < 2:
         raise DataError(f"{str(csv_path)!r} has no data rows; it needs a header "
                         "'file,x1,...,xp[,group]' and one row per image")
@@ -790,7 +847,7 @@ def load_regression_folder(path, size=None, name=None):
         raise DataError(f"{str(csv_path)!r} has header {header}; expected 'file,x1,...,xp[,group]' "
                         "with at least one input column")
     files, inputs, groups = [], [], []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(line_numbers[1:], rows[1:]):
         if len(row) != len(header):
             raise DataError(f"{str(csv_path)!r} line {line} has {len(row)} columns but the header "
                             f"has {len(header)}; fix the row")
@@ -811,7 +868,7 @@ def load_regression_folder(path, size=None, name=None):
     bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad_rows.size:
         raise DataError(f"{str(csv_path)!r} has {bad_rows.size} rows with NaN or infinite inputs "
-                        f"(first on line {bad_rows[0] + 2}); remove or impute them")
+                        f"(first on line {line_numbers[bad_rows[0] + 1]}); remove or impute them")
     groups = np.asarray(groups if has_group else np.zeros(len(files)), dtype=np.int64)
     images = []
     for file_name in files:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 _TINY = 1e-30
+_EPS_MACHINE = float(np.finfo(np.float64).eps)
 
 
 def check_gradients(loss_fn, params: dict, analytic_grads: dict, eps=1e-6,
@@ -25,7 +26,8 @@ def check_gradients(loss_fn, params: dict, analytic_grads: dict, eps=1e-6,
     loss_fn : callable () -> float
         Evaluates the loss at the current values of ``params``.
     params : dict name -> float64 array
-        Perturbed in place one entry at a time (and restored exactly).
+        Perturbed in place one entry at a time and restored exactly, also when
+        ``loss_fn`` raises.
     analytic_grads : dict name -> array
         Claimed gradient of the loss for each name in ``params``.
     eps : float
@@ -40,13 +42,28 @@ def check_gradients(loss_fn, params: dict, analytic_grads: dict, eps=1e-6,
     rows : list of dict
         One per parameter: ``name``, ``shape``, ``n_checked``, ``max_abs_analytic``,
         ``max_abs_numeric``, ``rel_error = max|a - n| / max(max|a|, max|n|, tiny)``
-        over the checked entries.
+        over the checked entries, ``fd_resolution`` and ``below_fd_resolution`` (see
+        Notes).
 
     Raises
     ------
     ValueError
         A parameter is not float64 (single precision cannot resolve the differences),
         or a gradient is missing or has the wrong shape.
+
+    Notes
+    -----
+    Rounding the two loss values, each to about :math:`\\epsilon_{mach} |f|`, limits what
+    a central difference can resolve to
+
+    .. math:: r = \\epsilon_{mach} \\max |f(p \\pm h e_i)| / h,
+
+    reported as ``fd_resolution``. A parameter whose analytic and numeric gradients are
+    both at most r in magnitude (say ``f = 1000 + sum(w**2)`` at ``w ~ 1e-9``) cannot be
+    checked at this ``h``: its ``rel_error`` compares rounding noise and is meaningless
+    (typically 1). Such a row has ``below_fd_resolution`` True: it is neither passed nor
+    failed; check it with a loss of smaller magnitude (subtract the constant) or larger
+    parameter values.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -69,40 +86,57 @@ def check_gradients(loss_fn, params: dict, analytic_grads: dict, eps=1e-6,
             flat_indices = np.sort(rng.choice(value.size, max_entries_per_param, replace=False))
         numeric = np.empty(flat_indices.size)
         analytic = analytic_full.reshape(-1)[flat_indices]
+        max_abs_loss = 0.0
         for j, flat in enumerate(flat_indices):
             index = np.unravel_index(flat, value.shape)
             original = float(value[index])
-            value[index] = original + eps
-            loss_plus = float(loss_fn())
-            value[index] = original - eps
-            loss_minus = float(loss_fn())
-            value[index] = original
+            try:
+                value[index] = original + eps
+                loss_plus = float(loss_fn())
+                value[index] = original - eps
+                loss_minus = float(loss_fn())
+            finally:
+                value[index] = original
             numeric[j] = (loss_plus - loss_minus) / (2 * eps)
+            max_abs_loss = max(max_abs_loss, abs(loss_plus), abs(loss_minus))
         max_abs_analytic = float(np.max(np.abs(analytic), initial=0.0))
         max_abs_numeric = float(np.max(np.abs(numeric), initial=0.0))
         rel_error = float(np.max(np.abs(analytic - numeric), initial=0.0)) / max(
             max_abs_analytic, max_abs_numeric, _TINY)
+        fd_resolution = _EPS_MACHINE * max_abs_loss / eps
         rows.append({
             "name": name, "shape": tuple(value.shape), "n_checked": int(flat_indices.size),
             "max_abs_analytic": max_abs_analytic, "max_abs_numeric": max_abs_numeric,
-            "rel_error": rel_error,
+            "rel_error": rel_error, "fd_resolution": fd_resolution,
+            "below_fd_resolution": max(max_abs_analytic, max_abs_numeric) <= fd_resolution,
         })
     return rows
 
 
 def format_table(rows: list) -> str:
-    """The rows of :func:`check_gradients` as a fixed-width text table."""
+    """The rows of :func:`check_gradients` as a fixed-width text table.
+
+    The last line gives the worst relative error over the rows that finite differences
+    can resolve; rows below resolution are marked and listed after it instead.
+    """
     header = (f"{'parameter':<16} {'shape':<12} {'checked':>7} {'max|analytic|':>14} "
               f"{'max|numeric|':>14} {'rel. error':>10}")
     lines = [header, "-" * len(header)]
+    unresolved = []
     for row in rows:
-        lines.append(
-            f"{row['name']:<16} {str(row['shape']):<12} {row['n_checked']:>7} "
-            f"{row['max_abs_analytic']:>14.6e} {row['max_abs_numeric']:>14.6e} "
-            f"{row['rel_error']:>10.2e}"
-        )
-    worst = max((row["rel_error"] for row in rows), default=0.0)
-    lines.append(f"worst relative error: {worst:.2e}")
+        line = (f"{row['name']:<16} {str(row['shape']):<12} {row['n_checked']:>7} "
+                f"{row['max_abs_analytic']:>14.6e} {row['max_abs_numeric']:>14.6e} "
+                f"{row['rel_error']:>10.2e}")
+        if row.get("below_fd_resolution", False):
+            unresolved.append(row)
+            line += f"  below FD resolution {row['fd_resolution']:.1e}"
+        lines.append(line)
+    resolved = [row["rel_error"] for row in rows if not row.get("below_fd_resolution", False)]
+    if resolved or not unresolved:
+        lines.append(f"worst relative error: {max(resolved, default=0.0):.2e}")
+    if unresolved:
+        names = ", ".join(row["name"] for row in unresolved)
+        lines.append(f"not checked, gradients below finite-difference resolution: {names}")
     return "\n".join(lines)
 
 

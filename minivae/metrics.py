@@ -45,6 +45,35 @@ def _as_image_batch(truth, pred, image_shape=None):
     return truth, pred, False
 
 
+def _resolve_data_range(truth, pred, data_range):
+    """Check ``data_range`` against the images; return it as a float (1.0 when None).
+
+    Integer images need an explicit range (255 for uint8); the reference image's span,
+    max - min, must not exceed it. The prediction is not checked: reconstructions may
+    overshoot the range slightly (an unclipped Gaussian decoder mean).
+    """
+    dtypes = {np.asarray(truth).dtype, np.asarray(pred).dtype}
+    if data_range is None:
+        integer = sorted(str(d) for d in dtypes if np.issubdtype(d, np.integer))
+        if integer:
+            raise DataError(f"images of integer type {', '.join(integer)} need an explicit "
+                            "data_range; pass data_range=255 for uint8 images, or scale them "
+                            "to [0, 1] first")
+        data_range = 1.0
+    if not data_range > 0:
+        raise ValueError(f"data_range={data_range!r} must be positive (1.0 for images in [0, 1])")
+    return float(data_range)
+
+
+def _check_truth_within_range(truth, data_range):
+    """Raise DataError if the reference images span more than ``data_range``."""
+    span = float(truth.max() - truth.min())
+    if span > data_range:
+        raise DataError(f"truth spans {span:g} (values in [{truth.min():g}, {truth.max():g}]), more "
+                        f"than data_range={data_range:g}; pass the images' real range "
+                        "(data_range=255 for 0..255 images) or scale them to [0, 1]")
+
+
 def _result(values, single):
     return float(values[0]) if single else values
 
@@ -71,15 +100,17 @@ def mse(truth, pred, image_shape=None):
     return _result(np.mean((truth - pred) ** 2, axis=(1, 2)), single)
 
 
-def psnr(truth, pred, data_range=1.0, image_shape=None):
+def psnr(truth, pred, data_range=None, image_shape=None):
     """Peak signal-to-noise ratio per image, in decibels.
 
     Parameters
     ----------
     truth, pred : array_like, shape (H, W) or (n, H, W)
         Reference and reconstructed images; or (n, H * W) with ``image_shape``.
-    data_range : float, default 1.0
-        The span of possible pixel values (1 for images in [0, 1], 255 for uint8).
+    data_range : float, optional
+        The span of possible pixel values: 1 for images in [0, 1] (the default for float
+        images), 255 for uint8. Required for integer-typed images; the span of ``truth``
+        must not exceed it (DataError otherwise).
     image_shape : tuple of int, optional
         (H, W) of flattened images.
 
@@ -95,9 +126,9 @@ def psnr(truth, pred, data_range=1.0, image_shape=None):
     When MSE = 0 the ratio is unbounded; the value is set to ``inf`` explicitly (no
     division-by-zero warning), as scikit-image does.
     """
-    if not data_range > 0:
-        raise ValueError(f"data_range={data_range!r} must be positive (1.0 for images in [0, 1])")
+    data_range = _resolve_data_range(truth, pred, data_range)
     truth, pred, single = _as_image_batch(truth, pred, image_shape)
+    _check_truth_within_range(truth, data_range)
     errors = np.mean((truth - pred) ** 2, axis=(1, 2))
     values = np.full(errors.shape, np.inf)
     nonzero = errors > 0
@@ -119,7 +150,7 @@ def _filter_valid(images, weights):
     return np.lib.stride_tricks.sliding_window_view(rows, k, axis=1) @ weights
 
 
-def ssim(truth, pred, data_range=1.0, image_shape=None):
+def ssim(truth, pred, data_range=None, image_shape=None):
     """Structural similarity index per image (Wang et al., 2004).
 
     Parameters
@@ -127,8 +158,9 @@ def ssim(truth, pred, data_range=1.0, image_shape=None):
     truth, pred : array_like, shape (H, W) or (n, H, W)
         Reference and reconstructed images, both at least 7 x 7; or (n, H * W) with
         ``image_shape``.
-    data_range : float, default 1.0
-        The span of possible pixel values L.
+    data_range : float, optional
+        The span of possible pixel values L: default 1 for float images; required for
+        integer-typed images (255 for uint8); the span of ``truth`` must not exceed it.
     image_shape : tuple of int, optional
         (H, W) of flattened images.
 
@@ -160,9 +192,9 @@ def ssim(truth, pred, data_range=1.0, image_shape=None):
     Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, "Image quality assessment: from
     error visibility to structural similarity", IEEE Trans. Image Processing 13(4), 2004.
     """
-    if not data_range > 0:
-        raise ValueError(f"data_range={data_range!r} must be positive (1.0 for images in [0, 1])")
+    data_range = _resolve_data_range(truth, pred, data_range)
     truth, pred, single = _as_image_batch(truth, pred, image_shape)
+    _check_truth_within_range(truth, data_range)
     smallest = min(truth.shape[1:])
     if smallest < 7:
         raise DataError(f"images of shape {truth.shape[1:]} are too small for SSIM; "
@@ -181,15 +213,15 @@ def ssim(truth, pred, data_range=1.0, image_shape=None):
     return _result(index_map.mean(axis=(1, 2)), single)
 
 
-def summarize(truth, pred, data_range=1.0, image_shape=None):
+def summarize(truth, pred, data_range=None, image_shape=None):
     """Mean MSE, PSNR and SSIM over a batch of images.
 
     Parameters
     ----------
     truth, pred : array_like, shape (n, H, W) or (H, W)
         Reference and reconstructed images; or (n, H * W) with ``image_shape``.
-    data_range : float, default 1.0
-        The span of possible pixel values.
+    data_range : float, optional
+        The span of possible pixel values, as in :func:`psnr`.
     image_shape : tuple of int, optional
         (H, W) of flattened images.
 

@@ -294,3 +294,94 @@ def test_star_polygon_inside_test_matches_matplotlib_path(rng):
     points = rng.uniform(-1.0, 1.0, (4000, 2))
     np.testing.assert_array_equal(_inside_star_polygon(points[:, 0], points[:, 1], radii),
                                   polygon.contains_points(points))
+
+
+def test_load_idx_one_dimensional_float_keeps_its_values(tmp_path):
+    values = np.array([0.5, 1.7, -2.9, 3.99], dtype=">f8")
+    (tmp_path / "f1d").write_bytes(_idx_bytes(values, 0x0E))
+    loaded = load_idx(tmp_path / "f1d")
+    assert loaded.dtype == np.float64
+    np.testing.assert_array_equal(loaded, values.astype(np.float64))
+    labels = np.array([3, -1, 7], dtype=">i4")
+    (tmp_path / "i1d").write_bytes(_idx_bytes(labels, 0x0C))
+    assert load_idx(tmp_path / "i1d").dtype == np.int64
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (3, -1, 28), (5, 0)])
+def test_load_idx_refuses_dimensions_below_one(tmp_path, shape):
+    header = bytes([0, 0, 0x08, len(shape)]) + np.asarray(shape, dtype=">i4").tobytes()
+    (tmp_path / "bad").write_bytes(header + bytes(10))
+    axis = next(i for i, length in enumerate(shape) if length < 1)
+    with pytest.raises(DataError, match=rf"dimension {axis} of shape .* is {shape[axis]}, every dimension must be >= 1"):
+        load_idx(tmp_path / "bad")
+
+
+def test_load_npz_refuses_corrupt_archives_and_non_real_arrays(tmp_path, rng):
+    np.savez(tmp_path / "ok.npz", X=rng.random((50, 8)))
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cannot be read as an npz archive"):
+        load_npz(tmp_path / "truncated.npz")
+    corrupted = bytearray(raw)
+    corrupted[200] ^= 0xFF  # inside the stored array bytes: the member's CRC no longer matches
+    (tmp_path / "crc.npz").write_bytes(bytes(corrupted))
+    with pytest.raises(DataError, match="array 'X' of .* cannot be read .*CRC"):
+        load_npz(tmp_path / "crc.npz")
+    np.savez(tmp_path / "object.npz", X=np.array([1, "a", None], dtype=object))
+    with pytest.raises(DataError, match="array 'X' of .* cannot be read .*[Oo]bject"):
+        load_npz(tmp_path / "object.npz")
+    np.savez(tmp_path / "complex.npz", X=np.array([1 + 2j, 3 + 4j]))
+    with pytest.raises(DataError, match="dtype complex128, which is not real"):
+        load_npz(tmp_path / "complex.npz")
+    np.savez(tmp_path / "strings.npz", X=np.array(["a", "b"]))
+    with pytest.raises(DataError, match="dtype <U1, which is not real"):
+        load_npz(tmp_path / "strings.npz")
+
+
+def _write_png16(path, pixels):
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(pixels, dtype=np.uint16))
+    assert image.mode == "I;16"
+    image.save(path)
+
+
+def test_load_image_folder_reads_16_bit_pngs_at_full_depth(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 8).round().astype(np.uint16), (8, 1))
+    _write_png16(tmp_path / "ramp.png", ramp)
+    np.testing.assert_array_equal(load_image_folder(tmp_path, size=8)[0], (ramp / 65535.0).ravel())
+    # Resized, a 16-bit image of the 8-bit levels v * 257 (= v / 255 exactly after scaling)
+    # matches the same 8-bit image resized in "L" mode to that mode's 1/255 quantisation.
+    levels = np.random.default_rng(0).integers(0, 256, size=(12, 12))
+    (tmp_path / "wide").mkdir()
+    (tmp_path / "narrow").mkdir()
+    _write_png16(tmp_path / "wide" / "a.png", levels * 257)
+    _write_png(tmp_path / "narrow" / "a.png", levels)
+    wide = load_image_folder(tmp_path / "wide", size=5)
+    narrow = load_image_folder(tmp_path / "narrow", size=5)
+    assert wide.min() >= 0.0 and wide.max() <= 1.0
+    np.testing.assert_allclose(wide, narrow, rtol=0, atol=1 / 255)
+
+
+def test_float_images_outside_their_range_are_refused(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4), 2.5, dtype=np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"mode 'F' image with values in \[2.5, 2.5\].*\[0, 1\]"):
+        load_image_folder(tmp_path, size=4, pattern="*.tif")
+    Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32)).save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(load_image_folder(tmp_path, size=4, pattern="*.tif"), 0.25)
+
+
+def test_load_regression_folder_reads_utf8_bom_and_reports_file_lines(tmp_path):
+    for i in range(2):
+        _write_png(tmp_path / f"f{i}.png", np.full((4, 4), 100 * i))
+    (tmp_path / "inputs.csv").write_bytes("\ufefffile,x1,group\nf0.png,0.1,0\nf1.png,0.2,0\n".encode())
+    d = load_regression_folder(tmp_path)
+    np.testing.assert_array_equal(d.X[:, 0], [0.1, 0.2])
+    (tmp_path / "inputs.csv").write_text("file,x1\n\n\nf0.png,0.1\n\nf1.png,nan\n")
+    with pytest.raises(DataError, match="first on line 6"):
+        load_regression_folder(tmp_path)
+    (tmp_path / "inputs.csv").write_text("file,x1\n\n\n\nf0.png,0.1,7\n")
+    with pytest.raises(DataError, match="line 5 has 3 columns"):
+        load_regression_folder(tmp_path)

@@ -59,3 +59,37 @@ def test_gradcheck_vae_and_table():
     table = format_table(rows)
     assert "enc.logvar.W" in table and "worst relative error" in table
     assert len(table.splitlines()) == len(rows) + 3
+
+
+def test_params_are_restored_when_the_loss_raises():
+    params = {"w": np.array([1.0, 2.0])}
+    calls = []
+
+    def loss():
+        calls.append(None)
+        if len(calls) == 2:
+            raise RuntimeError("loss failed")
+        return float(params["w"].sum())
+
+    with pytest.raises(RuntimeError, match="loss failed"):
+        check_gradients(loss, params, {"w": np.ones(2)})
+    np.testing.assert_array_equal(params["w"], [1.0, 2.0])
+
+
+def test_gradients_below_finite_difference_resolution_are_flagged(rng):
+    # f = 1000 + sum(w^2) at w ~ 1e-9: the true gradient 2w ~ 2e-9 is far below the
+    # rounding floor eps_mach * 1000 / h ~ 2.2e-7, so the difference cannot check it.
+    params = {"w": 1e-9 * (1.0 + rng.random(3)), "v": rng.standard_normal(2)}
+
+    def loss():
+        return float(1000.0 + np.sum(params["w"] ** 2) + np.sum(params["v"] ** 2))
+
+    rows = check_gradients(loss, params, {"w": 2 * params["w"], "v": 2 * params["v"]})
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["w"]["below_fd_resolution"] is True
+    assert by_name["w"]["fd_resolution"] == pytest.approx(np.finfo(float).eps * loss() / 1e-6, rel=1e-6)
+    assert by_name["v"]["below_fd_resolution"] is False and by_name["v"]["rel_error"] < 1e-6
+    table = format_table(rows).splitlines()
+    assert "below FD resolution" in table[2] and "below FD resolution" not in table[3]
+    assert table[-2] == f"worst relative error: {by_name['v']['rel_error']:.2e}"
+    assert table[-1] == "not checked, gradients below finite-difference resolution: w"

@@ -87,3 +87,26 @@ def test_bad_inputs_give_clear_errors(batch):
         mse(truth.reshape(4, -1), pred.reshape(4, -1), image_shape=(5, 5))
     with pytest.raises(ValueError, match="data_range"):
         ssim(truth, pred, data_range=0.0)
+
+
+def test_integer_images_need_an_explicit_data_range(rng):
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    truth = (rng.random((16, 16)) * 255).astype(np.uint8)
+    pred = np.clip(truth.astype(int) + rng.integers(-5, 6, truth.shape), 0, 255).astype(np.uint8)
+    for metric in (psnr, ssim, summarize):
+        with pytest.raises(DataError, match="integer type uint8 need an explicit data_range; pass data_range=255"):
+            metric(truth, pred)
+    theirs = skimage_metrics.peak_signal_noise_ratio(truth, pred)
+    assert psnr(truth, pred, data_range=255) == pytest.approx(theirs, rel=1e-12)
+    assert psnr(truth, pred, data_range=255) == pytest.approx(psnr(truth / 255, pred / 255), rel=1e-12)
+    assert ssim(truth, pred, data_range=255) == pytest.approx(ssim(truth / 255, pred / 255), rel=1e-12)
+
+
+def test_truth_spanning_more_than_data_range_is_refused(batch):
+    truth, pred = batch
+    with pytest.raises(DataError, match=r"truth spans .* more than data_range=1; pass the images' real range"):
+        psnr(255 * truth, 255 * pred)
+    with pytest.raises(DataError, match="more than data_range=1"):
+        ssim(255 * truth, 255 * pred, data_range=1.0)
+    # A prediction overshooting [0, 1] (an unclipped decoder mean) is still scored.
+    assert np.isfinite(psnr(truth, pred + 0.05)).all()
