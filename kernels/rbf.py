@@ -31,6 +31,17 @@ def _float_dtype(X):
     return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
+def _check_real(X, name):
+    """Raise ValueError unless ``X`` holds real numbers: a cast of complex (or string,
+    object) points to float would drop or garble them; every implementation checks this."""
+    if X.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} has dtype {X.dtype}; points must be real numbers (float, integer or "
+            f"bool); for complex data pass {name}.real or stack real and imaginary parts as "
+            "columns"
+        )
+
+
 def _check_variance(variance):
     """Raise ValueError unless ``variance`` is a single number (a float, a NumPy scalar or
     a 0-d array); every implementation takes exactly these."""
@@ -72,9 +83,11 @@ def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, a
     K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64)
     """
     X = np.asarray(X)
+    _check_real(X, "X")
     X = X.astype(_float_dtype(X), copy=False)
     symmetric = Y is None
     Y = X if symmetric else np.asarray(Y)
+    _check_real(Y, "Y")
     _check_variance(variance)
     ls = _check_lengthscale(lengthscale, X.shape[1], X.dtype)
     diff = (X[:, None, :] - Y[None, :, :]) / ls
@@ -119,6 +132,7 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
     This reference forms the n x n x d tensor; the fast implementations never do.
     """
     X = np.asarray(X)
+    _check_real(X, "X")
     X = X.astype(_float_dtype(X), copy=False)
     W = np.asarray(W)
     _check_variance(variance)
@@ -144,6 +158,7 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
 
 
 def _check_points(X, name, xp=np):
+    _check_real(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (points in rows), got shape {X.shape}; "

@@ -287,6 +287,18 @@ def test_contract_rejects_bad_inputs(rng, impl):
 IMPLS = ["reference", "cpu", "cuda"]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_complex_or_text_points_are_refused_in_every_impl(impl):
+    """A cast to float would drop the imaginary part (with only a ComplexWarning)."""
+    X = np.array([[1.0 + 2.0j, 0.5], [0.0, 1.0j]])
+    with pytest.raises(ValueError, match="X has dtype complex128; points must be real"):
+        rbf_matrix(X, lengthscale=1.0, impl=impl)
+    with pytest.raises(ValueError, match="Y has dtype <U1; points must be real"):
+        rbf_matrix(np.ones((2, 1)), np.array([["a"], ["b"]]), lengthscale=1.0, impl=impl)
+    with pytest.raises(ValueError, match="X has dtype complex128"):
+        rbf_grad_contract(np.eye(2), X, lengthscale=1.0, impl=impl)
+
+
 def test_integer_points_give_float64_alike_in_every_impl(rng):
     """Integer X is computed in float64 by all three (the reference used to cast the
     lengthscale to the integer dtype, and K to integers: 0.5 became 0, "lengthscale must be
