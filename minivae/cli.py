@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -65,9 +64,9 @@ def _fraction(text: str) -> float:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, default=float))
 
 
 # ---- demo ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import datasets, metrics, plots
+from .checkpoint import atomic_write_text
 from .errors import DataError
 
 METHODS = ("nearest_anchor", "pixel_gp", "two_stage", "var")
@@ -522,15 +523,8 @@ def _numbered_across_phases(history):
 
 
 def _write_text(path, text):
-    """Write ``text`` to ``path`` atomically (temporary file, then os.replace)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`minivae.checkpoint.atomic_write`)."""
+    atomic_write_text(path, text)
 
 
 def _json_ready(value):

@@ -9,13 +9,11 @@ folders are created.
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from .checkpoint import atomic_write
 from .errors import DataError
 from .validation import host_array
 
@@ -24,18 +22,9 @@ BAND_Z = 1.959963984540054
 
 
 def _save(fig, path):
-    """Write ``fig`` as PNG to ``path`` atomically and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        fig.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    """Write ``fig`` as PNG to ``path`` atomically (:func:`minivae.checkpoint.atomic_write`)
+    and return the path."""
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
 
 
 def _to_host(values):

@@ -134,9 +134,8 @@ def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "history.png"
     target.write_bytes(b"previous figure")
 
-    def write_half_then_fail(self, fname, **kwargs):
-        with open(fname, "wb") as handle:
-            handle.write(PNG_SIGNATURE)
+    def write_half_then_fail(self, handle, **kwargs):  # the figure goes to a binary file
+        handle.write(PNG_SIGNATURE)
         raise OSError("disk full")
 
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
