@@ -22,6 +22,7 @@ import pytest
 
 from minivae import bench
 from minivae.backend import get_backend
+from minivae.kernels.threads import pinned_threads
 
 pytest.importorskip("pytest_benchmark")
 
@@ -41,7 +42,8 @@ def test_step_minivae(benchmark, data):
     step()
     benchmark.group = GROUP
     benchmark.name = "minivae (hand-written backward, fused Adam)"
-    benchmark(step)
+    with pinned_threads():  # as fit() runs it (minivae.kernels.threads)
+        benchmark(step)
 
 
 def test_step_torch(benchmark, data):

@@ -34,6 +34,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -42,6 +43,7 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .errors import DeviceUnavailableError
+from .kernels.threads import pinned_threads
 
 TORCH_VERSION = "2.13.0"
 
@@ -200,7 +202,8 @@ def cuda_event_timer(cupy) -> Callable:
     return time_call
 
 
-def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1) -> dict:
+def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1,
+                     contexts: dict | None = None) -> dict:
     """Time several callables round-robin; return ``{label: summarize(seconds)}``.
 
     Parameters
@@ -221,7 +224,12 @@ def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1)
         OpenBLAS's and Numba's on the two cores), while blocks of 10 give 3.11 ms with
         or without PyTorch in the process (docs/performance.md, "How the numbers are
         taken").
+    contexts : dict label -> context manager factory, optional
+        Entered around each block of that label's calls, outside the timed calls: the
+        setting a caller would run those calls under (the VAE step's thread placement,
+        as in :func:`minivae.train.fit_loop`).
     """
+    contexts = contexts or {}
     for _ in range(warmup):
         for fn, _timer in calls.values():
             fn()
@@ -229,8 +237,9 @@ def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1)
     block = max(1, min(block, repeats))
     for _ in range(max(1, repeats // block)):
         for label, (fn, timer) in calls.items():
-            for _ in range(block):
-                samples[label].append(timer(fn))
+            with contexts.get(label, nullcontext)():
+                for _ in range(block):
+                    samples[label].append(timer(fn))
     return {label: summarize(values) for label, values in samples.items()}
 
 
@@ -261,11 +270,12 @@ class Group:
     repeats: int
     memory_rows: list = field(default_factory=list)
     block: int = 1  # consecutive calls per turn, see time_interleaved
+    contexts: dict = field(default_factory=dict)  # label -> context for its blocks
 
 
 def run_group(group: Group, warmup: int) -> list:
     """Measure ``group`` and return its :class:`Row` objects filled in."""
-    stats = time_interleaved(group.calls, group.repeats, warmup, group.block)
+    stats = time_interleaved(group.calls, group.repeats, warmup, group.block, group.contexts)
     filled = []
     for row, ours_label, baseline_label in group.rows:
         if row.skipped is None:
@@ -479,8 +489,9 @@ def _vae_group(sizes: Sizes) -> Group:
         "matmuls": (_six_matmuls_fn(sizes, data), wall_timer),
     }
     case = f"VAE step {D}-{H}-{K} b={batch} f32"
+    ours = "VAE: loss_and_grads + fused Adam (impl='cpu', threads pinned as in fit)"
     torch = _import_torch()
-    torch_row = Row(f"{case} vs torch CPU", "VAE: loss_and_grads + fused Adam (impl='cpu')",
+    torch_row = Row(f"{case} vs torch CPU", ours,
                     f"PyTorch CPU autograd + torch.optim.Adam (torch=={TORCH_VERSION})",
                     Target("faster", 2.0, ">= 2x faster"))
     if torch is None:
@@ -492,13 +503,15 @@ def _vae_group(sizes: Sizes) -> Group:
                               f"{torch.get_num_threads()} threads")
     rows = [
         (torch_row, "ours", "torch"),
-        (Row(f"{case} vs its 6 matmuls", "VAE: loss_and_grads + fused Adam (impl='cpu')",
+        (Row(f"{case} vs its 6 matmuls", ours,
              "the step's six matrix products alone (its floor)",
              Target("at_most", 1.5, "<= 1.5x their time")),
          "ours", "matmuls"),
     ]
+    # Our step runs as fit() runs it: the calling thread and Numba's workers pinned to
+    # distinct CPUs (minivae.kernels.threads); the baselines run as NumPy and PyTorch run.
     return Group(f"VAE training step {D}-{H}-{K}, batch {batch}", calls, rows,
-                 sizes.repeats_fast, block=10)
+                 sizes.repeats_fast, block=10, contexts={"ours": pinned_threads})
 
 
 def _reparam_inputs(xp_asarray, sizes: Sizes):

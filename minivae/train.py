@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, TrainingDivergedError
+from .kernels.threads import pinned_threads
 from .nn import FlatArrays
 from .optim import make_optimizer
 
@@ -459,62 +461,66 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
         return run.history
     xp = model.backend.xp
     bar = tqdm(total=epochs, initial=done, desc=phase, unit="epoch", disable=not progress)
-    for epoch in range(done + 1, epochs + 1):
-        started = time.perf_counter()
-        shuffle_rng = np.random.default_rng(epoch_seed(model.seed, epoch, 0))
-        model._rng = model.backend.rng(epoch_seed(model.seed, epoch, 1))
-        epoch_batches = (
-            default_batches(n_examples, batch_size, shuffle_rng) if batches is None
-            else list(batches(shuffle_rng))
-        )
-        loss_sum = 0.0
-        count = 0
-        for step, idx in enumerate(epoch_batches, start=1):
-            where = f"step {step} of {len(epoch_batches)}"
-            loss, grads = loss_and_grads(idx)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                run.diverged(epoch, where, f"the loss is {loss}")
-            missing = [name for name in names if name not in grads]
-            if missing:
+    # CPU training: the calling thread and Numba's workers on distinct CPUs, so that the
+    # parallel kernels get the second core (minivae.kernels.threads has why).
+    placement = pinned_threads() if model.backend.kernel_impl == "cpu" else nullcontext()
+    with placement:
+        for epoch in range(done + 1, epochs + 1):
+            started = time.perf_counter()
+            shuffle_rng = np.random.default_rng(epoch_seed(model.seed, epoch, 0))
+            model._rng = model.backend.rng(epoch_seed(model.seed, epoch, 1))
+            epoch_batches = (
+                default_batches(n_examples, batch_size, shuffle_rng) if batches is None
+                else list(batches(shuffle_rng))
+            )
+            loss_sum = 0.0
+            count = 0
+            for step, idx in enumerate(epoch_batches, start=1):
+                where = f"step {step} of {len(epoch_batches)}"
+                loss, grads = loss_and_grads(idx)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    run.diverged(epoch, where, f"the loss is {loss}")
+                missing = [name for name in names if name not in grads]
+                if missing:
+                    raise ValueError(
+                        f"loss_and_grads returned no gradient for {missing}; it returned "
+                        f"{list(grads)}"
+                    )
+                update = (grads if isinstance(grads, FlatArrays) and list(grads) == names
+                          else {name: grads[name] for name in names})
+                bad = _nonfinite_counts(xp, update)
+                if bad:
+                    listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)
+                    run.diverged(epoch, where, f"the loss is {loss} but the gradient of {listing}")
+                run.optimizer.step(model.params, update)
+                loss_sum += loss * len(idx)
+                count += len(idx)
+            if count == 0:
                 raise ValueError(
-                    f"loss_and_grads returned no gradient for {missing}; it returned "
-                    f"{list(grads)}"
+                    f"phase {phase!r}, epoch {epoch}: the batches returned no examples; "
+                    "batches(rng) must return a non-empty list of non-empty index arrays"
                 )
-            update = (grads if isinstance(grads, FlatArrays) and list(grads) == names
-                      else {name: grads[name] for name in names})
-            bad = _nonfinite_counts(xp, update)
+            bad = _nonfinite_counts(xp, {name: model.params[name] for name in names})
             if bad:
                 listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)
-                run.diverged(epoch, where, f"the loss is {loss} but the gradient of {listing}")
-            run.optimizer.step(model.params, update)
-            loss_sum += loss * len(idx)
-            count += len(idx)
-        if count == 0:
-            raise ValueError(
-                f"phase {phase!r}, epoch {epoch}: the batches returned no examples; "
-                "batches(rng) must return a non-empty list of non-empty index arrays"
-            )
-        bad = _nonfinite_counts(xp, {name: model.params[name] for name in names})
-        if bad:
-            listing = ", ".join(f"{name!r} has {n} NaN/Inf values" for name, n in bad)
-            run.diverged(epoch, "after its last step", f"the parameter {listing}")
-        val_loss = None
-        if evaluate is not None:
-            val_loss = float(evaluate())
-            if not math.isfinite(val_loss):
-                run.diverged(epoch, "at validation", f"the validation loss is {val_loss}")
-        run.history["epoch"].append(epoch)
-        run.history["train_loss"].append(loss_sum / count)
-        run.history["val_loss"].append(val_loss)
-        run.history["phase"].append(phase)
-        run.history["seconds"].append(time.perf_counter() - started)
-        postfix = {"loss": f"{loss_sum / count:.4g}"}
-        if val_loss is not None:
-            postfix["val_loss"] = f"{val_loss:.4g}"
-        bar.set_postfix(postfix, refresh=False)
-        bar.update(1)
-        if run.checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
-            run.save(epoch)
+                run.diverged(epoch, "after its last step", f"the parameter {listing}")
+            val_loss = None
+            if evaluate is not None:
+                val_loss = float(evaluate())
+                if not math.isfinite(val_loss):
+                    run.diverged(epoch, "at validation", f"the validation loss is {val_loss}")
+            run.history["epoch"].append(epoch)
+            run.history["train_loss"].append(loss_sum / count)
+            run.history["val_loss"].append(val_loss)
+            run.history["phase"].append(phase)
+            run.history["seconds"].append(time.perf_counter() - started)
+            postfix = {"loss": f"{loss_sum / count:.4g}"}
+            if val_loss is not None:
+                postfix["val_loss"] = f"{val_loss:.4g}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if run.checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+                run.save(epoch)
     bar.close()
     return run.history

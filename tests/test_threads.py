@@ -1,0 +1,108 @@
+"""Thread placement (minivae.kernels.threads): pinned inside, every CPU set restored after."""
+
+import os
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from minivae.kernels import threads
+from minivae.kernels.threads import numba_thread_ids, pinned_threads
+
+CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+needs_two = pytest.mark.skipif(
+    len(CPUS) < 2 or numba.get_num_threads() < 2 or threads._libc_gettid() is None,
+    reason="placement needs Linux, two usable CPUs, two Numba threads and gettid",
+)
+
+
+def affinities():
+    """``{tid: CPU set}`` of the calling thread (key 0) and Numba's workers."""
+    tids = numba_thread_ids()
+    return {0: os.sched_getaffinity(0),
+            **{tid: os.sched_getaffinity(tid) for number, tid in tids.items() if number}}
+
+
+@needs_two
+def test_thread_ids_are_the_calling_thread_and_distinct_workers():
+    tids = numba_thread_ids()
+    assert tids[0] == threading.get_native_id()
+    assert len(set(tids.values())) == len(tids) == numba.get_num_threads()
+
+
+@needs_two
+def test_each_thread_gets_its_own_cpu_and_its_old_set_back():
+    before = affinities()
+    with pinned_threads() as pinned:
+        inside = affinities()
+    assert pinned is True
+    assert affinities() == before
+    assert all(len(cpus) == 1 for cpus in inside.values())
+    used = [next(iter(cpus)) for cpus in inside.values()]
+    assert len(set(used)) == min(len(used), len(CPUS))  # distinct while CPUs last
+    assert set(used) <= set(CPUS)
+
+
+@needs_two
+def test_restored_after_an_exception_and_nested_use_pins_once():
+    before = affinities()
+    with pytest.raises(RuntimeError, match="boom"):
+        with pinned_threads() as outer:
+            with pinned_threads() as inner:
+                assert len(os.sched_getaffinity(0)) == 1
+                raise RuntimeError("boom")
+    assert (outer, inner) == (True, False)
+    assert affinities() == before
+    with pinned_threads() as again:  # the depth count came back to zero
+        assert again is True
+
+
+@needs_two
+def test_environment_variable_turns_it_off(monkeypatch):
+    monkeypatch.setenv(threads.ENV_VAR, "0")
+    before = affinities()
+    with pinned_threads() as pinned:
+        assert affinities() == before
+    assert pinned is False
+
+
+@needs_two
+def test_one_numba_thread_is_a_no_op():
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        before = os.sched_getaffinity(0)
+        with pinned_threads() as pinned:
+            assert os.sched_getaffinity(0) == before
+        assert pinned is False
+    finally:
+        numba.set_num_threads(previous)
+
+
+@needs_two
+def test_fit_pins_while_training_and_restores_after():
+    from minivae import VAE
+
+    seen = []
+    vae = VAE(6, 2, hidden=(4,), likelihood="bernoulli", seed=0)
+    loss_and_grads = vae._loss_and_grads_device
+
+    def spy(*args, **kwargs):
+        seen.append(os.sched_getaffinity(0))
+        return loss_and_grads(*args, **kwargs)
+
+    vae._loss_and_grads_device = spy
+    before = affinities()
+    X = (np.random.default_rng(0).uniform(size=(20, 6)) > 0.5).astype(np.float32)
+    vae.fit(X, epochs=2, batch_size=10, progress=False)
+    assert len(seen) == 4 and all(len(cpus) == 1 for cpus in seen)
+    assert affinities() == before
+
+
+def test_off_where_the_placement_cannot_be_done(monkeypatch):
+    """Without sched_setaffinity (not Linux) the block runs unpinned."""
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    with pinned_threads() as pinned:
+        pass
+    assert pinned is False
