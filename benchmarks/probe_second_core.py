@@ -12,6 +12,9 @@ Prints three things that explain the VAE step's last target row (docs/performanc
    worker thread exists yet), then right after a 128 x 784 x 400 product.
 3. A floor for the step: the six products the bench compares against, the step's five
    small latent-layer products, and Adam's serial pass, with the ratio they alone give.
+4. The step with Adam's parallel and serial builds, with and without the thread
+   placement ``fit`` uses (minivae.kernels.threads.pinned_threads), against the six
+   products: unpinned the parallel build gains nothing, pinned it does.
 
 Medians of interleaved repeats; the numbers are what this machine does now, not a test.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -27,6 +31,7 @@ import minivae  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before Numba's pool 
 from minivae import bench
 from minivae.backend import get_backend
 from minivae.kernels import adam as adam_kernels
+from minivae.kernels.threads import pinned_threads
 
 N_PARAMS = 652_824  # the 784-400-20 VAE, one flat buffer
 RNG = np.random.default_rng(0)
@@ -122,6 +127,32 @@ def main():
           f"serial {adam_ms:.3f} ms = {floor:.3f} ms = {floor / six_ms:.2f}x the six products")
     print(f"   the step: {step_ms:.3f} ms = {step_ms / six_ms:.2f}x; everything else "
           f"(element-wise kernels, noise draw, Python): {step_ms - floor:.3f} ms")
+
+    print("\n4. The step, Adam's parallel / serial build, unpinned / pinned (medians, ms):")
+    threshold = adam_kernels._PARALLEL_MIN_ENTRIES
+    variants = [(build, pin) for pin in (False, True) for build in ("parallel", "serial")]
+    samples = {key: [] for key in variants}
+    samples["six"] = []
+    try:
+        for _ in range(40):
+            for build, pin in variants:
+                adam_kernels._PARALLEL_MIN_ENTRIES = threshold if build == "parallel" else 1 << 62
+                with pinned_threads() if pin else nullcontext():
+                    for _ in range(10):
+                        start = time.perf_counter()
+                        step()
+                        samples[(build, pin)].append(time.perf_counter() - start)
+            for _ in range(10):
+                start = time.perf_counter()
+                six()
+                samples["six"].append(time.perf_counter() - start)
+    finally:
+        adam_kernels._PARALLEL_MIN_ENTRIES = threshold
+    six_now = median_ms(samples["six"])
+    for build, pin in variants:
+        ms = median_ms(samples[(build, pin)])
+        print(f"   {build:8s} {'pinned' if pin else 'unpinned':8s} {ms:.3f} ms = "
+              f"{ms / six_now:.2f}x the six products ({six_now:.3f} ms)")
 
 
 if __name__ == "__main__":

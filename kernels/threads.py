@@ -18,9 +18,11 @@ The placement is entered for the duration of a loop (:func:`minivae.train.fit_lo
 and undone on exit: every thread's previous CPU set is restored. It is a no-op where it
 cannot help or cannot be done: fewer than two CPUs or Numba threads, no
 ``os.sched_setaffinity`` (not Linux), no ``gettid`` in the C library, or the environment
-variable ``MINIVAE_PIN_THREADS=0``. Threads that the calling thread starts while pinned
-inherit its one CPU (a progress bar's monitor thread, for example); a library that starts
-its thread pool lazily inside the loop would start it there too.
+variable ``MINIVAE_PIN_THREADS=0``. Threads and processes that the calling thread starts
+while pinned inherit its one CPU (a library that starts its thread pool lazily inside the
+loop would start it there; a child process would count one CPU), and keep it after the
+block; Numba workers started inside the block (``numba.set_num_threads`` raised there)
+get the calling thread's old CPU set back on exit.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import threading
 
 import numba
 import numpy as np
+from numba import types
 
 #: Set to "0" to turn the placement off (pinning can hurt where another busy process
 #: shares the CPUs the threads are pinned to).
@@ -39,49 +42,39 @@ ENV_VAR = "MINIVAE_PIN_THREADS"
 
 _lock = threading.Lock()
 _depth = 0
-_tid_kernel = None  # compiled on first use: a ctypes call cannot go in Numba's disk cache
+
+# The C library's gettid, called from compiled code by its symbol (an external function
+# keeps the loop cacheable on disk, unlike a ctypes pointer). Only called after
+# _has_gettid() said the symbol exists.
+_gettid = types.ExternalFunction("gettid", types.int32())
 
 
-def _libc_gettid():
-    """The C library's ``gettid`` as a ctypes function, or None (glibc < 2.30, not Linux)."""
+def _has_gettid() -> bool:
+    """Whether the C library has ``gettid`` (glibc >= 2.30; not on macOS or Windows)."""
     try:
-        gettid = ctypes.CDLL(None).gettid
-    except (AttributeError, OSError):
-        return None
-    gettid.restype = ctypes.c_int
-    gettid.argtypes = []
-    return gettid
+        return hasattr(ctypes.CDLL(None), "gettid")
+    except OSError:
+        return False
 
 
-def _get_tid_kernel():
-    """A parallel loop that records each Numba thread's kernel thread id, by Numba thread
-    number (0 is the calling thread). None when the C library has no ``gettid``."""
-    global _tid_kernel
-    if _tid_kernel is None:
-        gettid = _libc_gettid()
-        if gettid is None:
-            return None
-
-        @numba.njit(parallel=True, cache=False)
-        def record_tids(out, iterations):
-            # Numba's static schedule hands each thread one contiguous share of the range,
-            # so with iterations >= threads every thread records its id.
-            for _ in numba.prange(iterations):
-                out[numba.get_thread_id()] = gettid()
-
-        _tid_kernel = record_tids
-    return _tid_kernel
+@numba.njit(parallel=True, cache=True)
+def _record_tids(out, iterations):
+    """``out[k]`` = kernel thread id of Numba thread ``k``. Numba's static schedule hands
+    each thread one contiguous share of the range, so with ``iterations >= threads``
+    every thread records its id."""
+    for _ in numba.prange(iterations):
+        out[numba.get_thread_id()] = _gettid()
 
 
 def numba_thread_ids() -> dict:
     """``{numba thread number: kernel thread id}`` for the threads a parallel Numba loop
-    runs on now (0: the calling thread). Empty when the ids cannot be read."""
-    kernel = _get_tid_kernel()
-    if kernel is None:
+    runs on now (0: the calling thread under the OpenMP layer). Empty when the ids cannot
+    be read."""
+    if not _has_gettid():
         return {}
     n_threads = numba.get_num_threads()
     out = np.zeros(n_threads, dtype=np.int64)
-    kernel(out, 64 * n_threads)
+    _record_tids(out, 64 * n_threads)
     return {number: int(tid) for number, tid in enumerate(out) if tid > 0}
 
 
@@ -94,8 +87,8 @@ def _current_cpu(cpus):
     return cpu if cpu in cpus else cpus[0]
 
 
-def _plan():
-    """``[(tid, cpu), ...]`` for the calling thread (tid 0) and each worker, or None when
+def _plan(own_tid):
+    """``[(tid, cpu), ...]`` for the calling thread and each worker, or None when
     placement is off or cannot help.
 
     The calling thread stays on the CPU it runs on now and the workers take the next ones
@@ -108,11 +101,10 @@ def _plan():
     if len(cpus) < 2 or numba.get_num_threads() < 2:
         return None
     tids = numba_thread_ids()
-    if tids.get(0) != threading.get_native_id() or len(tids) < 2:
-        return None  # not the layout this placement assumes: leave the threads alone
+    if tids.get(0) != own_tid or len(tids) < 2:
+        return None  # not the layout this placement assumes (e.g. the workqueue layer)
     first = cpus.index(_current_cpu(cpus))
-    return [(0 if number == 0 else tid, cpus[(first + number) % len(cpus)])
-            for number, tid in sorted(tids.items())]
+    return [(tid, cpus[(first + number) % len(cpus)]) for number, tid in sorted(tids.items())]
 
 
 @contextlib.contextmanager
@@ -121,31 +113,37 @@ def pinned_threads():
 
     The calling thread (Numba's thread 0) stays on the CPU it runs on, worker ``i`` goes
     on the ``i``-th CPU after it in the process's CPU set (wrapping around; with more
-    threads than CPUs some share).
-    On exit each thread gets back the CPU set it had. Nested uses pin once. Yields True
-    when the threads were pinned, False when the placement was a no-op (see the module
-    docstring for when).
+    threads than CPUs some share). On exit each thread gets back the CPU set it had, and
+    workers that Numba started inside the block (``numba.set_num_threads`` raised there)
+    get the calling thread's old set. Nested uses pin once. Yields True when the threads
+    were pinned, False when the placement was a no-op (see the module docstring for
+    when).
     """
     global _depth
+    own_tid = threading.get_native_id()
+    saved = []  # (tid, CPU set before), in pinning order
     with _lock:
         _depth += 1
-        plan = _plan() if _depth == 1 else None
-        saved = []
-        if plan:
+        outermost = _depth == 1
+    try:
+        if outermost:
+            plan = _plan(own_tid)
             try:
-                for tid, cpu in plan:
-                    previous = os.sched_getaffinity(tid)
+                for tid, cpu in plan or ():
+                    saved.append((tid, os.sched_getaffinity(tid)))
                     os.sched_setaffinity(tid, {cpu})
-                    saved.append((tid, previous))
             except OSError:  # a thread gone, or a CPU set we may not use: undo, carry on
                 _restore(saved)
                 saved = []
-    try:
         yield bool(saved)
     finally:
-        with _lock:
-            _depth -= 1
-            _restore(saved)
+        try:
+            if saved:
+                _restore(saved)
+                _restore_new_workers(saved, own_tid)
+        finally:
+            with _lock:
+                _depth -= 1
 
 
 def _restore(saved):
@@ -154,3 +152,12 @@ def _restore(saved):
             os.sched_setaffinity(tid, previous)
         except OSError:
             pass  # the thread has exited: nothing to restore
+
+
+def _restore_new_workers(saved, own_tid):
+    """Give workers started while pinned (they inherited one CPU) the caller's old set."""
+    caller_before = dict(saved).get(own_tid)
+    if caller_before is None or threading.get_native_id() != own_tid:
+        return  # closed from another thread: numba_thread_ids() would see that thread's team
+    known = {tid for tid, _ in saved}
+    _restore([(tid, caller_before) for tid in numba_thread_ids().values() if tid not in known])

@@ -446,6 +446,13 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
         by a model's ``save()``, by a differently configured model, with another optimiser,
         learning rate or batch size, or does not fit this run's epochs (module docstring,
         "Resuming"). The model is then left as it was.
+
+    Notes
+    -----
+    When ``model.backend.kernel_impl == "cpu"`` the epochs run inside
+    :func:`minivae.kernels.threads.pinned_threads`: the calling thread and Numba's workers
+    on distinct CPUs, every CPU set restored on exit (``MINIVAE_PIN_THREADS=0`` turns it
+    off); ``evaluate`` and ``batches`` run inside it too.
     """
     names = _validate(model, n_examples, epochs, batch_size, checkpoint, checkpoint_every,
                       resume, phase, phases, param_names)

@@ -804,6 +804,13 @@ class VARegressor:
             Malformed data (nothing is changed on the model then).
         TrainingDivergedError
             The loss or a gradient became NaN or infinite.
+
+        Notes
+        -----
+        On the CPU with two or more Numba threads, training pins the calling thread and
+        Numba's workers to distinct CPUs and restores their CPU sets afterwards
+        (:func:`minivae.kernels.threads.pinned_threads`); a thread or process started
+        during training inherits one CPU. ``MINIVAE_PIN_THREADS=0`` turns it off.
         """
         from .train import fit_loop
 

@@ -1,6 +1,9 @@
 """Thread placement (minivae.kernels.threads): pinned inside, every CPU set restored after."""
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numba
@@ -12,8 +15,10 @@ from minivae.kernels.threads import numba_thread_ids, pinned_threads
 
 CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 needs_two = pytest.mark.skipif(
-    len(CPUS) < 2 or numba.get_num_threads() < 2 or threads._libc_gettid() is None,
-    reason="placement needs Linux, two usable CPUs, two Numba threads and gettid",
+    len(CPUS) < 2 or numba.get_num_threads() < 2
+    or numba_thread_ids().get(0) != threading.get_native_id(),
+    reason="placement needs Linux, two usable CPUs, two Numba threads, gettid and Numba's "
+           "OpenMP layer (the calling thread as thread 0)",
 )
 
 
@@ -106,3 +111,76 @@ def test_off_where_the_placement_cannot_be_done(monkeypatch):
     with pinned_threads() as pinned:
         pass
     assert pinned is False
+
+
+@needs_two
+def test_an_interrupt_while_pinning_leaves_nothing_behind(monkeypatch):
+    """KeyboardInterrupt during setup (e.g. in the first call's compilation): no thread
+    stays pinned and the nesting count comes back, so later uses still pin."""
+    before = affinities()
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threads, "numba_thread_ids", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            with pinned_threads():
+                pass
+    assert calls and threads._depth == 0
+    assert affinities() == before
+    with pinned_threads() as pinned:
+        assert pinned is True
+    assert affinities() == before
+
+
+@needs_two
+def test_closed_from_another_thread_restores_the_thread_that_pinned():
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+    context = pinned_threads()
+
+    def worker():
+        seen["tid"] = threading.get_native_id()
+        seen["before"] = os.sched_getaffinity(0)
+        seen["pinned"] = context.__enter__()
+        seen["inside"] = os.sched_getaffinity(0)
+        entered.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert entered.wait(30)
+        context.__exit__(None, None, None)
+        assert seen["pinned"] is True and len(seen["inside"]) == 1
+        assert os.sched_getaffinity(seen["tid"]) == seen["before"]
+    finally:
+        release.set()
+        thread.join()
+    assert threads._depth == 0
+
+
+@needs_two
+def test_workers_started_inside_the_block_get_the_old_cpu_set():
+    """Numba's team grown inside the block (set_num_threads raised there): the new worker
+    inherited the caller's one CPU, and gets the caller's old set back on exit. Runs in a
+    child process with three Numba threads."""
+    script = textwrap.dedent("""
+        import os, numba
+        from minivae.kernels.threads import numba_thread_ids, pinned_threads
+        numba.set_num_threads(2)
+        before = os.sched_getaffinity(0)
+        with pinned_threads() as pinned:
+            numba.set_num_threads(3)
+            team = numba_thread_ids()
+        after = {n: os.sched_getaffinity(t) for n, t in numba_thread_ids().items()}
+        print(pinned, len(team), all(cpus == before for cpus in after.values()))
+    """)
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "3", "True"]
