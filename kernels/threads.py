@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 
@@ -49,12 +50,18 @@ _depth = 0
 _gettid = types.ExternalFunction("gettid", types.int32())
 
 
+@functools.cache
+def _libc():
+    """The process's C library (ctypes), or None where it cannot be opened."""
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
 def _has_gettid() -> bool:
     """Whether the C library has ``gettid`` (glibc >= 2.30; not on macOS or Windows)."""
-    try:
-        return hasattr(ctypes.CDLL(None), "gettid")
-    except OSError:
-        return False
+    return hasattr(_libc(), "gettid")
 
 
 @numba.njit(parallel=True, cache=True)
@@ -80,10 +87,8 @@ def numba_thread_ids() -> dict:
 
 def _current_cpu(cpus):
     """The CPU the calling thread runs on now, if it is in ``cpus``; else ``cpus[0]``."""
-    try:
-        cpu = ctypes.CDLL(None).sched_getcpu()
-    except (AttributeError, OSError):
-        return cpus[0]
+    sched_getcpu = getattr(_libc(), "sched_getcpu", None)
+    cpu = sched_getcpu() if sched_getcpu is not None else cpus[0]
     return cpu if cpu in cpus else cpus[0]
 
 
@@ -160,4 +165,6 @@ def _restore_new_workers(saved, own_tid):
     if caller_before is None or threading.get_native_id() != own_tid:
         return  # closed from another thread: numba_thread_ids() would see that thread's team
     known = {tid for tid, _ in saved}
+    if numba.get_num_threads() <= len(known):
+        return  # the team did not grow inside the block: nobody new to restore
     _restore([(tid, caller_before) for tid in numba_thread_ids().values() if tid not in known])

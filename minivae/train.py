@@ -452,7 +452,8 @@ def fit_loop(model, n_examples, loss_and_grads, *, epochs, batch_size=100, optim
     When ``model.backend.kernel_impl == "cpu"`` the epochs run inside
     :func:`minivae.kernels.threads.pinned_threads`: the calling thread and Numba's workers
     on distinct CPUs, every CPU set restored on exit (``MINIVAE_PIN_THREADS=0`` turns it
-    off); ``evaluate`` and ``batches`` run inside it too.
+    off); ``evaluate`` and ``batches`` run inside it too, and a thread or process started
+    during training inherits one CPU.
     """
     names = _validate(model, n_examples, epochs, batch_size, checkpoint, checkpoint_every,
                       resume, phase, phases, param_names)

@@ -807,10 +807,7 @@ class VARegressor:
 
         Notes
         -----
-        On the CPU with two or more Numba threads, training pins the calling thread and
-        Numba's workers to distinct CPUs and restores their CPU sets afterwards
-        (:func:`minivae.kernels.threads.pinned_threads`); a thread or process started
-        during training inherits one CPU. ``MINIVAE_PIN_THREADS=0`` turns it off.
+        CPU training pins its threads to CPUs while it runs: :func:`minivae.train.fit_loop`.
         """
         from .train import fit_loop
 
