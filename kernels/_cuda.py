@@ -10,6 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def array_module(x):
+    """The array module of ``x``: NumPy for NumPy arrays (and anything else that is not a
+    CuPy array), CuPy for CuPy arrays. CuPy is imported only when ``x`` is not a NumPy
+    array, so the CPU path runs without it installed."""
+    if isinstance(x, np.ndarray):
+        return np
+    try:
+        import cupy
+    except ImportError:
+        return np
+    return cupy.get_array_module(x)
+
+
 def blocks_for(n_threads: int, threads_per_block: int, max_blocks: int) -> int:
     """Blocks covering ``n_threads`` threads, at least 1 and at most ``max_blocks`` (the
     kernels stride over whatever one grid does not cover)."""

@@ -34,7 +34,7 @@ _LAZY = {
     "VAE": "vae",
     "GPRegressor": "gp",
     "VARegressor": "var",
-    "limited_threads": "experiments",
+    "limited_threads": "kernels.threads",
 }
 
 

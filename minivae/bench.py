@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,7 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .errors import DeviceUnavailableError
+from .files import write_json
 from .kernels.threads import pinned_threads
 
 TORCH_VERSION = "2.13.0"
@@ -857,13 +857,6 @@ def format_table(rows: list) -> str:
     return "\n".join(out)
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write ``obj`` as indented JSON to ``path`` (:func:`minivae.checkpoint.atomic_write`)."""
-    from .checkpoint import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def check_output_path(path) -> None:
     """Raise OSError now, before minutes of measuring, if the JSON cannot go to ``path``:
     a folder there, or a parent folder that cannot be created or written."""
@@ -1021,6 +1014,6 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out,
             "skipped": sum(row.skipped is not None for row in rows),
         },
     }
-    write_json_atomic(out, result)
+    write_json(out, result)
     print(f"wrote {out}")
     return 0

@@ -22,13 +22,12 @@ process umask, as ``open`` would create it.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 """The checkpoint layout this minivae writes and reads."""
@@ -38,36 +37,6 @@ META_KEY = "__meta__"
 RESERVED_ARRAY_NAMES = (META_KEY, "file", "allow_pickle")
 """Array names save_checkpoint refuses: the metadata entry, and ``np.savez``'s own keyword
 parameters, which would swallow an array passed under that name."""
-
-
-def atomic_write(path, write) -> Path:
-    """Create or replace the file ``path`` atomically: ``write(binary_file)`` fills a
-    temporary file ``.<name>.<random hex>.tmp`` beside it, which is flushed, ``fsync``-ed
-    and ``os.replace``-d over ``path``; on any exception the temporary file is removed
-    and ``path`` is left as it was. Parent folders are created. The file gets mode
-    ``0o666`` minus the umask, as ``open`` would give it. Every file minivae writes goes
-    through here (checkpoints, JSON and Markdown reports, figures, benchmark tables).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp_name, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            write(tmp_file)
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        tmp_name.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """:func:`atomic_write` of ``text``, UTF-8 encoded."""
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _minivae_version() -> str:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .errors import MinivaeError
+from .files import write_json
 
 
 def _positive_int(text: str) -> int:
@@ -63,13 +64,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _write_json(path: Path, obj) -> None:
-    from .checkpoint import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, default=float))
-
-
-# ---- demo ------------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
     from .experiments import run_demo
 
@@ -143,7 +137,7 @@ def _cmd_train_vae(args) -> int:
         seed=args.seed,
         device=args.device,
     )
-    from .experiments import limited_threads
+    from .kernels.threads import limited_threads
 
     with limited_threads(args.threads):
         history = vae.fit(
@@ -178,7 +172,7 @@ def _cmd_train_vae(args) -> int:
         plots.image_grid(vae.sample(64, seed=args.seed).reshape(-1, *shape), out / "samples.png")
         if args.latent == 2:
             plots.latent_manifold(vae.decode, out / "manifold.png", n=15, image_shape=shape)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     print(f"held-out ELBO {metrics['val_elbo']:.3f} nats/example; wrote {out}/")
     return 0
 

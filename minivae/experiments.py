@@ -23,7 +23,6 @@ writes figures, ``metrics.json``, ``report.md`` and VAR's checkpoint into a fold
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -37,8 +36,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import datasets, metrics, plots
-from .checkpoint import atomic_write_text
 from .errors import DataError
+from .files import write_text
+from .kernels.threads import limited_threads
 
 METHODS = ("nearest_anchor", "pixel_gp", "two_stage", "var")
 """Names of the methods :func:`run_experiment` knows, in the order reports list them."""
@@ -84,44 +84,6 @@ TRAJECTORY_POINTS = 200
 
 
 # ---- helpers ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def limited_threads(threads):
-    """Cap the BLAS (threadpoolctl) and Numba thread pools at ``threads`` inside the block.
-
-    Parameters
-    ----------
-    threads : int or None
-        Maximum threads of each pool; None changes nothing.
-
-    Notes
-    -----
-    The models here are small (1024 x 256 layers, GPs on tens of points): each BLAS call
-    or parallel kernel is far shorter than the time thread pools spend waking and
-    spin-waiting, and when two pools (OpenBLAS and Numba) share a few busy cores they
-    take turns stalling each other. On the shared 2-core machine this was built on, one
-    VAE epoch of the demo took 1.36 s with the default pools and 0.038 s with one thread
-    each, and LAPACK ``potri`` on a 37 x 37 matrix 63 ms instead of 0.01 ms. SciPy
-    ships its own OpenBLAS, loaded with ``scipy.linalg``; it is imported first so that
-    the limit covers it too. The previous Numba thread count is restored on exit.
-    """
-    if threads is None:
-        yield
-        return
-    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
-        raise ValueError(f"threads={threads!r} must be a positive integer or None")
-    import numba
-    import scipy.linalg  # noqa: F401  (loads SciPy's own OpenBLAS, so that the limit reaches it)
-    from threadpoolctl import threadpool_limits
-
-    previous = numba.get_num_threads()
-    with threadpool_limits(limits=int(threads)):
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(previous)
 
 
 def _group_labels(groups, n):
@@ -522,11 +484,6 @@ def _numbered_across_phases(history):
     return {**history, "epoch": list(range(1, len(history["epoch"]) + 1))}
 
 
-def _write_text(path, text):
-    """Write ``text`` to ``path`` atomically (:func:`minivae.checkpoint.atomic_write`)."""
-    atomic_write_text(path, text)
-
-
 def _json_ready(value):
     """Replace non-finite floats (an exact prediction's PSNR is inf) by None, recursively."""
     if isinstance(value, dict):
@@ -622,8 +579,8 @@ def _write_outputs(folder, data, train_idx, test_idx, fitted, predictions, resul
                            title="Two-stage: VAE training loss")
         figures.append(("Two-stage VAE training loss per epoch", "two_stage_loss.png"))
     result["figures"] = [file_name for _, file_name in figures]
-    _write_text(folder / "metrics.json", json.dumps(_json_ready(result), indent=2))
-    _write_text(folder / "report.md", _report_markdown(result, figures))
+    write_text(folder / "metrics.json", json.dumps(_json_ready(result), indent=2))
+    write_text(folder / "report.md", _report_markdown(result, figures))
 
 
 RUN_MARKER = ".minivae-run"
@@ -884,8 +841,8 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
         result = {"data": data.name, "mode": mode, "seeds": list(seeds), "runs": runs,
                   "summary": summary}
         if staging is not None:
-            _write_text(staging / "summary.json", json.dumps(_json_ready(result), indent=2))
-            _write_text(staging / "summary.md", format_seed_table(result))
+            write_text(staging / "summary.json", json.dumps(_json_ready(result), indent=2))
+            write_text(staging / "summary.md", format_seed_table(result))
             _publish_folder(staging, target, out_dir)
     except BaseException:
         if staging is not None:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .errors import DataError
 from .validation import host_array
 
@@ -22,7 +22,7 @@ BAND_Z = 1.959963984540054
 
 
 def _save(fig, path):
-    """Write ``fig`` as PNG to ``path`` atomically (:func:`minivae.checkpoint.atomic_write`)
+    """Write ``fig`` as PNG to ``path`` atomically (:func:`minivae.files.atomic_write`)
     and return the path."""
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
 

@@ -17,6 +17,7 @@ import pytest
 from minivae import bench, cli
 from minivae.backend import get_backend
 from minivae.errors import DeviceUnavailableError
+from minivae.files import write_json
 
 TINY = {
     "rbf_n": 24, "rbf_dims": (2, 5), "lml_n": 20, "lml_d": 3, "predict_train": 20,
@@ -266,8 +267,8 @@ def test_table_shows_verdicts_and_skips():
 
 def test_write_json_atomic_replaces_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "deep" / "r.json"
-    bench.write_json_atomic(path, {"a": 1})
-    bench.write_json_atomic(path, {"a": 2})
+    write_json(path, {"a": 1})
+    write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
 
@@ -293,5 +294,5 @@ def test_bad_output_path_is_refused_before_measuring(tmp_path, capsys):
 
 def test_write_json_atomic_removes_its_temporary_on_failure(tmp_path):
     with pytest.raises(TypeError):
-        bench.write_json_atomic(tmp_path / "r.json", {"not json": object()})
+        write_json(tmp_path / "r.json", {"not json": object()})
     assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ import pytest
 from minivae import experiments, plots
 from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
+from minivae.kernels.threads import limited_threads
 from minivae.experiments import (
     METHODS,
     RUN_MARKER,
@@ -23,7 +24,6 @@ from minivae.experiments import (
     _dense_inputs,
     _numbered_across_phases,
     compare_seeds,
-    limited_threads,
     run_demo,
     run_experiment,
     starting_lengthscales,

@@ -1,0 +1,49 @@
+"""Every file minivae writes goes through here: atomically, or not at all.
+
+A file is written to a temporary file beside its target, flushed, ``fsync``-ed and
+``os.replace``-d over it; on any exception the temporary file is removed and the target is
+left as it was, so an interrupted run never leaves a half-written checkpoint, report or
+figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+
+def atomic_write(path, write) -> Path:
+    """Create or replace the file ``path`` atomically: ``write(binary_file)`` fills a
+    temporary file ``.<name>.<random hex>.tmp`` beside it, which is flushed, ``fsync``-ed
+    and ``os.replace``-d over ``path``; on any exception the temporary file is removed
+    and ``path`` is left as it was. Parent folders are created. The file gets mode
+    ``0o666`` minus the umask, as ``open`` would give it. Every file minivae writes goes
+    through here (checkpoints, JSON and Markdown reports, figures, benchmark tables).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp_name, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as tmp_file:
+            write(tmp_file)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        tmp_name.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    """:func:`atomic_write` of ``text``, UTF-8 encoded."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json(path, obj) -> Path:
+    """:func:`atomic_write` of ``obj`` as indented JSON (floats of NumPy types included)."""
+    return write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
