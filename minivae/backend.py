@@ -16,8 +16,7 @@ goes through ``backend.xp``.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,13 @@ class Backend:
     name: str
     xp: Any
     kernel_impl: str
-    _linalg: Any = field(repr=False, default=None)
+
+    def __reduce__(self):
+        # The array module cannot be pickled: rebuild the backend from its device name.
+        return (get_backend, (self.name,))
+
+    def __deepcopy__(self, memo):
+        return get_backend(self.name)
 
     # ---- arrays -------------------------------------------------------------------
     def asarray(self, x, dtype=None):
@@ -63,11 +68,6 @@ class Backend:
         training bit-identical between runs.
         """
         return self.xp.random.default_rng(seed)
-
-    def synchronize(self) -> None:
-        """Wait for queued device work (a no-op on the host)."""
-        if self.name == "gpu":
-            self.xp.cuda.get_current_stream().synchronize()
 
     # ---- linear algebra -------------------------------------------------------------
     def cholesky(self, A):
@@ -196,7 +196,3 @@ def resolve_dtype(dtype) -> np.dtype:
         raise ValueError(f"dtype={dtype!r} is not supported; use 'float32' or 'float64'")
     return dt
 
-
-def cuda_sim_enabled() -> bool:
-    """True when this process runs Numba-CUDA kernels in the simulator."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,11 +72,6 @@ class JitterWarning(UserWarning):
 # ---------------------------------------------------------------------------------------
 # Cholesky machinery
 # ---------------------------------------------------------------------------------------
-
-
-def _kernel_impl(backend: Backend) -> str:
-    """The kernel implementation to call on ``backend``."""
-    return backend.kernel_impl
 
 
 def _mirror_lower_to_upper(M) -> None:
@@ -296,6 +292,148 @@ def _lml_weight_matrix(L, alpha, backend):
 
 
 # ---------------------------------------------------------------------------------------
+# The GP core: one factorisation, its solves, the predictive moments
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Factor:
+    """``K(X, X) + noise I = L L^T`` for one training set and one theta.
+
+    Attributes
+    ----------
+    X : (n, d) array on ``backend``
+        Training inputs.
+    lengthscale : (p,) ndarray
+        Host float array, ``p`` in {1, d}.
+    variance : float
+        Signal variance ``s``.
+    noise : float
+        Noise variance.
+    amplitudes : (n,) array on ``backend`` or None
+        Per-point amplitudes ``a``; the kernel is ``s a_i a_j exp(...)``.
+    L : (n, n) array on ``backend``
+        Lower Cholesky factor of ``K(X, X) + noise I`` (plus ``jitter`` on the diagonal).
+    jitter : float
+        Jitter that was added to the diagonal (0.0 if none).
+    backend : Backend
+    """
+
+    X: object
+    lengthscale: np.ndarray
+    variance: float
+    noise: float
+    amplitudes: object
+    L: object
+    jitter: float
+    backend: Backend
+
+    def solve(self, B):
+        """``(K + noise I)^-1 B`` by two triangular solves; ``B`` (n,) or (n, k)."""
+        return _cho_solve(self.L, B, self.backend)
+
+    def cross(self, X_test, amp_test=None):
+        """``K(X_test, X)``, shape (m, n), with amplitudes ``b_i a_j`` when given.
+
+        If only the training amplitudes or only ``amp_test`` is given, the other is ones.
+        """
+        xp = self.backend.xp
+        amp_x, amp_s = self.amplitudes, amp_test
+        if amp_x is not None or amp_s is not None:
+            dtype = self.X.dtype
+            amp_x = xp.ones(self.X.shape[0], dtype) if amp_x is None else amp_x
+            amp_s = xp.ones(X_test.shape[0], dtype) if amp_s is None else amp_s
+        return rbf_matrix(X_test, self.X, self.lengthscale, self.variance,
+                          amp_x=amp_s, amp_y=amp_x, impl=self.backend.kernel_impl)
+
+
+def factorise(X, theta, amplitudes=None, backend=None, *, warn=True) -> Factor:
+    """Factorise ``K(X, X) + noise I`` at ``theta`` (Algorithm 2.1, line 2).
+
+    Parameters
+    ----------
+    X : (n, d) array
+        Training inputs (moved to ``backend``).
+    theta : (p + 2,) array
+        ``(log l_1..l_p, log s, log noise)``, ``p`` in {1, d}.
+    amplitudes : (n,) array or None
+        Per-point amplitudes ``a``.
+    backend : Backend or str, optional
+        Default ``"cpu"``.
+    warn : bool, default True
+        Report added jitter as a :class:`JitterWarning`.
+
+    Returns
+    -------
+    Factor
+    """
+    backend = get_backend("cpu" if backend is None else backend)
+    xp = backend.xp
+    X = xp.asarray(X)
+    amplitudes = None if amplitudes is None else xp.asarray(amplitudes)
+    lengthscale, variance, noise = unpack_theta(theta, X.shape[1])
+    K = rbf_matrix(X, None, lengthscale, variance, amp_x=amplitudes, impl=backend.kernel_impl)
+    _add_to_diagonal(K, noise, xp)
+    # Line 2: L = cholesky(K + noise I)
+    L, jitter = cholesky_with_jitter(K, backend, overwrite_a=True, warn=warn)
+    return Factor(X, lengthscale, variance, noise, amplitudes, L, float(jitter), backend)
+
+
+def predictive(factor, alpha, X_test, amp_test=None, *, return_var=False, return_cov=False):
+    """Predictive mean and, if asked, variance or covariance of the latent ``f``.
+
+    Parameters
+    ----------
+    factor : Factor
+    alpha : (n,) or (n, k) array
+        ``factor.solve(Y)`` (Algorithm 2.1, line 3).
+    X_test : (m, d) array on ``factor.backend``
+    amp_test : (m,) array or None
+        Amplitudes ``b`` of the test points.
+    return_var, return_cov : bool
+        At most one: the variances (m,) or the covariance (m, m) of ``f(X_test)``,
+        without the noise term.
+
+    Returns
+    -------
+    mean : (m,) or (m, k) array
+    spread : (m,) or (m, m) array, or None
+    """
+    if return_var and return_cov:
+        raise ValueError("ask for return_var or return_cov, not both")
+    K_star = factor.cross(X_test, amp_test)
+    # Line 4: mean = K(X*, X) alpha
+    mean = K_star @ alpha
+    if not (return_var or return_cov):
+        return mean, None
+    xp = factor.backend.xp
+    # Line 5: v = L \ K(X, X*), on the host in the memory of K(X*, X)
+    v = _solve_lower(factor.L, K_star.T, factor.backend)
+    del K_star
+    # Line 6: V[f*] = K(X*, X*) - v^T v
+    if return_cov:
+        amp = None if amp_test is None else xp.asarray(amp_test)
+        K_test = rbf_matrix(X_test, None, factor.lengthscale, factor.variance, amp_x=amp,
+                            impl=factor.backend.kernel_impl)
+        return mean, K_test - v.T @ v
+    prior = factor.variance if amp_test is None else factor.variance * xp.asarray(amp_test) ** 2
+    # Round-off can push a variance slightly below 0 where it is ~0: clip at 0.
+    return mean, xp.maximum(prior - xp.einsum("ij,ij->j", v, v), 0.0)
+
+
+def _lml_from(factor, Y, alpha) -> float:
+    """Algorithm 2.1, line 7, summed over the columns of ``Y`` (n, t)."""
+    xp = factor.backend.xp
+    n, t = Y.shape
+    # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi, summed over outputs
+    return (
+        -0.5 * float(xp.sum(Y * alpha))
+        - t * float(xp.sum(xp.log(xp.diagonal(factor.L))))
+        - 0.5 * n * t * _LOG_2PI
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # Hyperparameters
 # ---------------------------------------------------------------------------------------
 
@@ -391,21 +529,12 @@ def _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, war
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
     Y = Y.reshape(Y.shape[0], -1)
-    n, t = Y.shape
-    lengthscale, variance, noise = unpack_theta(theta, X.shape[1])
-    impl = _kernel_impl(backend)
-    K = rbf_matrix(X, None, lengthscale, variance, impl=impl)
-    _add_to_diagonal(K, noise, xp)
-    # Algorithm 2.1, line 2: L = cholesky(K + noise I)
-    L, jitter = cholesky_with_jitter(K, backend, overwrite_a=True, warn=warn)
+    factor = factorise(X, theta, backend=backend, warn=warn)
+    lengthscale, variance, noise, L = factor.lengthscale, factor.variance, factor.noise, factor.L
+    jitter, impl = factor.jitter, backend.kernel_impl
     # Line 3: alpha = L^T \ (L \ y)
-    alpha = _cho_solve(L, Y, backend)
-    # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi, summed over outputs
-    lml = (
-        -0.5 * float(xp.sum(Y * alpha))
-        - t * float(xp.sum(xp.log(xp.diagonal(L))))
-        - 0.5 * n * t * _LOG_2PI
-    )
+    alpha = factor.solve(Y)
+    lml = _lml_from(factor, Y, alpha)
     if not eval_gradient:
         return lml, None, jitter
     # Eq. 5.9: d lml / d theta_j = 1/2 tr(W dA/dtheta_j), W = alpha alpha^T - t A^-1
@@ -463,20 +592,17 @@ def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, bac
     X_train, Z, X_test = (xp.asarray(a) for a in (X_train, Z, X_test))
     amp_train, amp_test = (None if a is None else xp.asarray(a) for a in (amp_train, amp_test))
     _check_posterior_shapes(X_train, Z, X_test, amp_train, amp_test)
-    lengthscale, variance, noise = unpack_theta(theta, X_train.shape[1])
+    factor = factorise(X_train, theta, amplitudes=amp_train, backend=backend)
+    alpha = factor.solve(Z)
+    K_star = factor.cross(X_test, amp_test)
+    mean = K_star @ alpha
     if amp_train is not None or amp_test is not None:
         dtype = X_train.dtype
         amp_x = xp.ones(X_train.shape[0], dtype) if amp_train is None else amp_train
         amp_s = xp.ones(X_test.shape[0], dtype) if amp_test is None else amp_test
     else:
         amp_x = amp_s = None
-    impl = _kernel_impl(backend)
-    A = rbf_matrix(X_train, None, lengthscale, variance, amp_x=amp_x, impl=impl)
-    _add_to_diagonal(A, noise, xp)
-    L, _ = cholesky_with_jitter(A, backend, overwrite_a=True)
-    alpha = _cho_solve(L, Z, backend)
-    K_star = rbf_matrix(X_test, X_train, lengthscale, variance, amp_x=amp_s, amp_y=amp_x, impl=impl)
-    mean = K_star @ alpha
+    lengthscale, variance, noise, L = factor.lengthscale, factor.variance, factor.noise, factor.L
     cache = {
         "backend": backend,
         "X_train": X_train,
@@ -568,7 +694,7 @@ def posterior_mean_backward(dmean, cache):
     amp = xp.concatenate([cache["amp_train"], cache["amp_test"]]) if use_amp else None
     kernel_terms, damp = rbf_grad_contract(
         W, xp.concatenate([X_train, X_test]), lengthscale, variance, amp=amp,
-        impl=_kernel_impl(backend),
+        impl=backend.kernel_impl,
     )
     noise_term = -noise * float(xp.sum(dZ * alpha))
     dtheta = np.append(backend.to_host(kernel_terms).astype(np.float64), noise_term)
@@ -878,21 +1004,11 @@ class GPRegressor:
 
     def _factorize(self) -> None:
         """Algorithm 2.1, lines 2, 3 and 7 at the fitted theta."""
-        xp = self.backend.xp
-        impl = _kernel_impl(self.backend)
-        n, t = self.y_train_.shape
-        K = rbf_matrix(self.X_train_, None, self.lengthscale_, self.variance_, impl=impl)
-        _add_to_diagonal(K, self.noise_, xp)
-        # Line 2: L = cholesky(K + noise I)
-        self.L_, self.jitter_ = cholesky_with_jitter(K, self.backend, overwrite_a=True)
+        self.factor_ = factorise(self.X_train_, self.theta_, backend=self.backend)
+        self.L_, self.jitter_ = self.factor_.L, self.factor_.jitter
         # Line 3: alpha = L^T \ (L \ y)
-        self.alpha_ = _cho_solve(self.L_, self.y_train_, self.backend)
-        # Line 7: log p(y|X) = -1/2 y^T alpha - sum_i log L_ii - n/2 log 2 pi (summed over outputs)
-        self.log_marginal_likelihood_value_ = (
-            -0.5 * float(xp.sum(self.y_train_ * self.alpha_))
-            - t * float(xp.sum(xp.log(xp.diagonal(self.L_))))
-            - 0.5 * n * t * _LOG_2PI
-        )
+        self.alpha_ = self.factor_.solve(self.y_train_)
+        self.log_marginal_likelihood_value_ = _lml_from(self.factor_, self.y_train_, self.alpha_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "theta_"):
@@ -934,23 +1050,9 @@ class GPRegressor:
 
         ``spread``: None, ``"var"`` (variances, (m,)) or ``"cov"`` (covariance, (m, m)).
         """
-        xp = self.backend.xp
-        impl = _kernel_impl(self.backend)
         X_test = self.backend.asarray(X, dtype=self.dtype)
-        K_star = rbf_matrix(X_test, self.X_train_, self.lengthscale_, self.variance_, impl=impl)
-        # Line 4: mean = K(X*, X) alpha
-        mean = K_star @ self.alpha_
-        if spread is None:
-            return mean, None
-        # Line 5: v = L \ K(X, X*), on the host in the memory of K(X*, X)
-        v = _solve_lower(self.L_, K_star.T, self.backend)
-        del K_star
-        # Line 6: V[f*] = K(X*, X*) - v^T v
-        if spread == "cov":
-            K_test = rbf_matrix(X_test, None, self.lengthscale_, self.variance_, impl=impl)
-            return mean, K_test - v.T @ v
-        # Round-off can push a variance slightly below 0 where it is ~0: clip at 0.
-        return mean, xp.maximum(self.variance_ - xp.einsum("ij,ij->j", v, v), 0.0)
+        return predictive(self.factor_, self.alpha_, X_test,
+                          return_var=spread == "var", return_cov=spread == "cov")
 
     def _output_shape(self, A):
         """Drop the output axis for a model fitted on 1-D y."""

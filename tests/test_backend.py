@@ -43,3 +43,16 @@ def test_cuda_sim_backend_runs_with_numpy():
 def test_same_seed_same_stream():
     be = get_backend("cpu")
     np.testing.assert_array_equal(be.rng(3).standard_normal(5), be.rng(3).standard_normal(5))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-sim"])
+def test_backend_pickles_and_deepcopies_by_device_name(device):
+    import copy
+    import pickle
+
+    try:
+        backend = get_backend(device)
+    except DeviceUnavailableError:
+        pytest.skip(f"{device} unavailable here")
+    assert pickle.loads(pickle.dumps(backend)) is backend
+    assert copy.deepcopy(backend) is backend
