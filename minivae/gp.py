@@ -20,19 +20,14 @@ Contents, top to bottom:
 - :func:`posterior_mean` and :func:`posterior_mean_backward`: the posterior mean as a
   differentiable function of the training targets, the hyperparameters and per-point
   amplitudes (used by Variational Autoencoded Regression);
-- :class:`GPRegressor`: fit (L-BFGS-B with restarts), predict, sample, save, load;
-- :func:`fit_csv`: fit a CSV file and write a plot and metrics (the ``minivae train gp``
-  command).
+- :class:`GPRegressor`: fit (L-BFGS-B with restarts), predict, sample, save, load.
 
 The derivations are in docs/derivations.md, section "Gaussian processes".
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -1209,126 +1204,3 @@ class GPRegressor:
         model._set_hyperparameters(arrays["theta"])
         model._factorize()
         return model
-
-
-# ---------------------------------------------------------------------------------------
-# CSV files (the `minivae train gp` command)
-# ---------------------------------------------------------------------------------------
-
-
-def _parse_float(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def read_xy_csv(path):
-    """Read a CSV file whose last column is the target y and the others the inputs X.
-
-    A first row with any non-numeric field is taken as a header. Blank lines are skipped.
-
-    Returns
-    -------
-    X : (n, d) ndarray
-    y : (n,) ndarray
-    names : list of str
-        The column names (from the header, else ``x1..xd, y``).
-
-    Raises
-    ------
-    DataError
-        If the file is missing or empty, has fewer than 2 columns, rows of different
-        lengths, non-numeric or non-finite values; the message gives the line.
-    """
-    try:
-        with open(path, newline="") as handle:
-            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1)
-                    if row and any(field.strip() for field in row)]
-    except FileNotFoundError as exc:
-        raise DataError(f"CSV file {str(path)!r} does not exist; check the path") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{str(path)!r} is not a readable CSV text file: {exc}") from exc
-    if not rows:
-        raise DataError(
-            f"CSV file {str(path)!r} is empty; it needs input columns and a last y column"
-        )
-    width = len(rows[0][1])
-    header = None
-    if any(_parse_float(field) is None for field in rows[0][1]):
-        header = [field.strip() for field in rows[0][1]]
-        rows = rows[1:]
-    if width < 2:
-        raise DataError(
-            f"CSV file {str(path)!r} has {width} column; it needs at least one input column "
-            "and the target y as the last column"
-        )
-    if not rows:
-        raise DataError(f"CSV file {str(path)!r} has a header but no data rows")
-    values = np.empty((len(rows), width))
-    for index, (line, row) in enumerate(rows):
-        if len(row) != width:
-            raise DataError(
-                f"{str(path)!r} line {line} has {len(row)} fields but the first row has "
-                f"{width}; every row needs the same columns"
-            )
-        for column, field in enumerate(row):
-            value = _parse_float(field)
-            if value is None or not math.isfinite(value):
-                name = header[column] if header else f"column {column + 1}"
-                raise DataError(
-                    f"{str(path)!r} line {line}, {name}: {field!r} is not a finite number; "
-                    "fix or remove that row"
-                )
-            values[index, column] = value
-    names = header or [f"x{k + 1}" for k in range(width - 1)] + ["y"]
-    return values[:, :-1], values[:, -1], names
-
-
-def fit_csv(path, out_dir, ard=False, n_restarts=2, seed=0, normalize_y=True, device="cpu"):
-    """Fit a :class:`GPRegressor` to a CSV file and write the results to ``out_dir``.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        CSV file: input columns, then y (see :func:`read_xy_csv`).
-    out_dir : str or PathLike
-        Created if needed. Receives ``metrics.json``, ``model.npz`` and, for one input
-        column, ``gp_fit.png`` (data, posterior mean, 95% band of f).
-    ard, n_restarts, seed, normalize_y, device
-        Passed to :class:`GPRegressor`.
-
-    Returns
-    -------
-    metrics : dict
-        JSON-ready: sizes, fitted hyperparameters, log marginal likelihood, training
-        RMSE, and the paths written.
-    """
-    X, y, names = read_xy_csv(path)
-    model = GPRegressor(ard=ard, n_restarts=n_restarts, seed=seed, normalize_y=normalize_y,
-                        device=device).fit(X, y)
-    os.makedirs(out_dir, exist_ok=True)
-    train_rmse = float(np.sqrt(np.mean((model.predict(X) - y) ** 2)))
-    metrics = {
-        "n_points": int(X.shape[0]),
-        "n_features": int(X.shape[1]),
-        "columns": names,
-        "lengthscale": np.atleast_1d(model.lengthscale_).tolist(),
-        "variance": model.variance_,
-        "noise": model.noise_,
-        "log_marginal_likelihood": model.log_marginal_likelihood_value_,
-        "train_rmse": train_rmse,
-        "model": os.path.join(out_dir, "model.npz"),
-    }
-    model.save(metrics["model"])
-    if X.shape[1] == 1:
-        from .plots import plot_gp_1d
-
-        span = X[:, 0].max() - X[:, 0].min()
-        grid = np.linspace(X[:, 0].min() - 0.1 * span, X[:, 0].max() + 0.1 * span, 400)[:, None]
-        mean, std = model.predict(grid, return_std=True)
-        metrics["plot"] = str(plot_gp_1d(X, y, grid, mean, std, os.path.join(out_dir, "gp_fit.png"),
-                                         title=f"GP fit to {os.path.basename(str(path))}"))
-    with open(os.path.join(out_dir, "metrics.json"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    return metrics

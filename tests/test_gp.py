@@ -2,7 +2,6 @@
 gradient against finite differences, jitter, input errors, persistence, CSV fitting and
 the cuda-sim device."""
 
-import json
 import warnings
 
 import numpy as np
@@ -12,7 +11,7 @@ from sklearn.gaussian_process import kernels as sk_kernels
 
 from minivae import gp as gp_module
 from minivae.errors import CheckpointError, DataError, NotPositiveDefiniteError
-from minivae.gp import GPRegressor, JitterWarning, cholesky_with_jitter, fit_csv, read_xy_csv
+from minivae.gp import GPRegressor, JitterWarning, cholesky_with_jitter
 
 
 N_TRAIN, N_TEST, N_FEATURES = 25, 11, 3
@@ -473,44 +472,6 @@ def test_load_rejects_other_files(tmp_path):
     save_checkpoint(tmp_path / "other.npz", {"w": np.zeros(2)}, {}, kind="VAE")
     with pytest.raises(CheckpointError, match="not a GPRegressor"):
         GPRegressor.load(tmp_path / "other.npz")
-
-
-# ---- CSV files ----------------------------------------------------------------------
-
-
-def test_fit_csv_writes_metrics_and_plot(rng, tmp_path):
-    x = rng.uniform(0, 6, size=30)
-    y = np.sin(x) + 0.1 * rng.normal(size=30)
-    path = tmp_path / "sine.csv"
-    path.write_text("x,y\n" + "\n".join(f"{a:.17g},{b:.17g}" for a, b in zip(x, y)) + "\n")
-    metrics = fit_csv(path, tmp_path / "out", n_restarts=1)
-    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert written == metrics
-    assert metrics["n_points"] == 30 and metrics["columns"] == ["x", "y"]
-    assert metrics["train_rmse"] < 0.2  # noise std is 0.1
-    assert (tmp_path / "out" / "gp_fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    loaded = GPRegressor.load(metrics["model"])
-    assert loaded.log_marginal_likelihood_value_ == metrics["log_marginal_likelihood"]
-
-
-@pytest.mark.parametrize("text,message", [
-    ("", "is empty"),
-    ("x,y\n", "has a header but no data rows"),
-    ("1\n2\n3\n", "has 1 column"),
-    ("1,2\n3,4,5\n", "line 2 has 3 fields but the first row has 2"),
-    ("a,b\n1,2\n3,oops\n", "line 3, b: 'oops' is not a finite number"),
-    ("1,2\n3,nan\n", "line 2, column 2: 'nan' is not a finite number"),
-])
-def test_malformed_csv_is_a_data_error(tmp_path, text, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(text)
-    with pytest.raises(DataError, match=message):
-        read_xy_csv(path)
-
-
-def test_missing_csv_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        read_xy_csv(tmp_path / "nope.csv")
 
 
 # ---- the cuda kernels under the simulator ---------------------------------------------------
