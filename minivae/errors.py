@@ -23,3 +23,7 @@ class TrainingDivergedError(MinivaeError, FloatingPointError):
 
 class DataError(MinivaeError, ValueError):
     """Input data are malformed: NaN/Inf, wrong shape or dtype, values out of range."""
+
+
+class JitterWarning(UserWarning):
+    """A Cholesky factorisation succeeded only after jitter was added to the diagonal."""

@@ -9,9 +9,12 @@ import pytest
 from sklearn import gaussian_process as sk_gp
 from sklearn.gaussian_process import kernels as sk_kernels
 
+from minivae import backend as backend_module
 from minivae import gp as gp_module
 from minivae.errors import CheckpointError, DataError, NotPositiveDefiniteError
-from minivae.gp import GPRegressor, JitterWarning, cholesky_with_jitter
+from minivae.backend import cholesky_with_jitter
+from minivae.errors import JitterWarning
+from minivae.gp import GPRegressor
 
 
 N_TRAIN, N_TEST, N_FEATURES = 25, 11, 3
@@ -140,7 +143,7 @@ def test_lml_gradient_matches_finite_differences(rng, ard, n_outputs):
 def test_lml_gradient_matches_scikit_learn_on_the_large_matrix_path(rng):
     # From _POTRI_MIN_N rows on, K^-1 is formed in place by potri, and W is mirrored in
     # several row blocks; 300 rows cover both (and a last, partial block).
-    n = gp_module._POTRI_MIN_N + 44
+    n = backend_module._POTRI_MIN_N + 44
     X, y = make_data(rng, 2, n=n, d=2)
     lengthscale, variance, noise = hyperparameters(rng, ard=True, d=2)
     mine = GPRegressor(lengthscale, variance, noise, ard=True, optimize=False).fit(X, y)
