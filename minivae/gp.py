@@ -100,14 +100,18 @@ class Factor:
 
         If only the training amplitudes or only ``amp_test`` is given, the other is ones.
         """
-        xp = self.backend.xp
-        amp_x, amp_s = self.amplitudes, amp_test
-        if amp_x is not None or amp_s is not None:
-            dtype = self.X.dtype
-            amp_x = xp.ones(self.X.shape[0], dtype) if amp_x is None else amp_x
-            amp_s = xp.ones(X_test.shape[0], dtype) if amp_s is None else amp_s
+        amp_x, amp_s = _amplitude_pair(self.backend.xp, self.X, X_test, self.amplitudes, amp_test)
         return rbf_matrix(X_test, self.X, self.lengthscale, self.variance,
                           amp_x=amp_s, amp_y=amp_x, impl=self.backend.kernel_impl)
+
+
+def _amplitude_pair(xp, X, X_test, amp, amp_test):
+    """Amplitudes ``(a, b)`` of ``K(X_test, X)``: both None, or the missing one as ones."""
+    if amp is None and amp_test is None:
+        return None, None
+    a = xp.ones(X.shape[0], X.dtype) if amp is None else amp
+    b = xp.ones(X_test.shape[0], X.dtype) if amp_test is None else amp_test
+    return a, b
 
 
 def factorise(X, theta, amplitudes=None, backend=None, *, warn=True) -> Factor:
@@ -359,12 +363,7 @@ def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, bac
     alpha = factor.solve(Z)
     K_star = factor.cross(X_test, amp_test)
     mean = K_star @ alpha
-    if amp_train is not None or amp_test is not None:
-        dtype = X_train.dtype
-        amp_x = xp.ones(X_train.shape[0], dtype) if amp_train is None else amp_train
-        amp_s = xp.ones(X_test.shape[0], dtype) if amp_test is None else amp_test
-    else:
-        amp_x = amp_s = None
+    amp_x, amp_s = _amplitude_pair(xp, X_train, X_test, amp_train, amp_test)
     lengthscale, variance, noise, L = factor.lengthscale, factor.variance, factor.noise, factor.L
     cache = {
         "backend": backend,
