@@ -46,11 +46,9 @@ class Backend:
     kernel_impl: str
 
     def __reduce__(self):
-        # The array module cannot be pickled: rebuild the backend from its device name.
+        # The array module cannot be pickled; pickle and deepcopy rebuild the backend
+        # from its device name.
         return (get_backend, (self.name,))
-
-    def __deepcopy__(self, memo):
-        return get_backend(self.name)
 
     # ---- arrays -------------------------------------------------------------------
     def asarray(self, x, dtype=None):
