@@ -38,3 +38,19 @@ def test_predictive_matches_numpy(amplitudes, n, m, d, k):
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(var, np.maximum(ref_var, 0.0), rtol=1e-9, atol=1e-12)
     assert f.jitter == 0.0
+
+
+@pytest.mark.parametrize("amplitudes", [False, True])
+def test_predictive_covariance_diagonal_is_the_variance(amplitudes):
+    rng = np.random.default_rng(3)
+    X, Xq, Y = rng.normal(size=(9, 2)), rng.normal(size=(4, 2)), rng.normal(size=9)
+    theta = np.log([0.8, 1.3, 0.1])
+    a = rng.uniform(0.5, 2.0, 9) if amplitudes else None
+    b = rng.uniform(0.5, 2.0, 4) if amplitudes else None
+    f = factorise(X, theta, amplitudes=a)
+    alpha = f.solve(Y)
+    mean_v, var = predictive(f, alpha, Xq, amp_test=b, return_var=True)
+    mean_c, cov = predictive(f, alpha, Xq, amp_test=b, return_cov=True)
+    assert mean_v.shape == (4,) and cov.shape == (4, 4)
+    np.testing.assert_allclose(mean_c, mean_v, rtol=0, atol=0)
+    np.testing.assert_allclose(np.diagonal(cov), var, rtol=1e-10, atol=1e-12)
