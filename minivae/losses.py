@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from .kernels import bernoulli_nll_and_grad as _bernoulli_kernel
-from .nn import _xp, sigmoid, softplus
+from .kernels._cuda import array_module
+from .nn import sigmoid, softplus
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -86,7 +87,7 @@ def bernoulli_nll_and_grad(logits, X, scale=1.0, impl="cpu"):
     ``((1 - x) - x a) / (1 + a)`` for ``f >= 0``, ``(a (1 - x) - x) / (1 + a)`` otherwise, so
     the gradient for a binary ``x`` stays accurate where ``sigmoid(f)`` rounds to 1.
     """
-    if impl == "cpu" and _xp(logits) is not np:
+    if impl == "cpu" and array_module(logits) is not np:
         impl = "cuda"
     return _bernoulli_kernel(logits, X, scale, impl=impl)
 
@@ -149,7 +150,7 @@ def gaussian_nll(mean, logvar, X):
     .. math:: -\\log p(x\\mid m, v) = \\tfrac12 \\sum_d \\big[\\log 2\\pi + \\log v_d
               + (x_d - m_d)^2 / v_d\\big]
     """
-    xp = _xp(mean)
+    xp = array_module(mean)
     residual = X - mean
     terms = residual * residual
     terms *= xp.exp(-xp.asarray(logvar, dtype=mean.dtype))
@@ -170,7 +171,7 @@ def gaussian_nll_grad(mean, logvar, X, scale=1.0):
         ``scale * 0.5 * (1 - (X - mean)^2 / v)`` (the gradient with respect to a learned
         log-variance; ignore it when the variance is fixed).
     """
-    xp = _xp(mean)
+    xp = array_module(mean)
     inv_var = xp.exp(-xp.asarray(logvar, dtype=mean.dtype))
     dmean = mean - X
     dmean *= inv_var
@@ -201,7 +202,7 @@ def kl_std_normal(mu, logvar):
 
     (Kingma & Welling 2014, Appendix B), with :math:`\\ell = \\log\\sigma^2`.
     """
-    xp = _xp(mu)
+    xp = array_module(mu)
     terms = xp.exp(logvar)
     terms += mu * mu
     terms -= 1
@@ -221,7 +222,7 @@ def kl_std_normal_grad(mu, logvar, scale=1.0):
     dlogvar : (n, k) array
         ``scale * 0.5 * (exp(logvar) - 1)``.
     """
-    xp = _xp(mu)
+    xp = array_module(mu)
     dmu = scale * mu
     dlogvar = xp.exp(logvar)
     dlogvar -= 1

@@ -16,17 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import add_bias, bias_grad
+from .kernels._cuda import array_module
+from .params import FlatArrays
 
 ACTIVATIONS = ("relu", "tanh", "softplus")
-
-
-def _xp(x):
-    """The array module of ``x`` (NumPy, or CuPy for device arrays)."""
-    if isinstance(x, np.ndarray):
-        return np
-    import cupy
-
-    return cupy.get_array_module(x)
 
 
 def softplus(x):
@@ -40,7 +33,7 @@ def softplus(x):
     precision where ``e^{-|x|}`` is tiny. (NumPy's ``logaddexp(0, x)`` computes the same
     but is about 15x slower.)
     """
-    xp = _xp(x)
+    xp = array_module(x)
     result = xp.abs(x)
     xp.negative(result, out=result)
     xp.exp(result, out=result)
@@ -58,7 +51,7 @@ def sigmoid(x):
     full relative precision, for large positive ``x`` it rounds to 1, and no
     intermediate overflows.
     """
-    xp = _xp(x)
+    xp = array_module(x)
     result = softplus(x)
     xp.subtract(x, result, out=result)
     xp.exp(result, out=result)
@@ -86,7 +79,7 @@ class ReLU:
 
         ``inplace=True`` overwrites ``x`` with the output (saves a temporary).
         """
-        y = _xp(x).maximum(x, 0, out=x if inplace else None)
+        y = array_module(x).maximum(x, 0, out=x if inplace else None)
         self._y = y
         return y
 
@@ -109,7 +102,7 @@ class Tanh:
 
         ``inplace=True`` overwrites ``x`` with the output (saves a temporary).
         """
-        y = _xp(x).tanh(x, out=x if inplace else None)
+        y = array_module(x).tanh(x, out=x if inplace else None)
         self._y = y
         return y
 
@@ -141,73 +134,6 @@ class Softplus:
         """
         dy *= sigmoid(self._x)
         return dy
-
-
-class FlatArrays(dict):
-    """Named arrays that are views into one contiguous 1-d buffer, ``.flat``, in name order.
-
-    A model keeps its parameters (and its gradient buffers) this way so that an optimiser
-    can update all of them with one kernel call over ``.flat`` instead of one call per
-    array (:meth:`minivae.optim.Optimizer.step` checks :meth:`same_layout`). Reading,
-    iterating and writing in place (``arrays[name][...] = value``) work as for a dict;
-    rebinding or removing a name raises, because the new array would silently stop being
-    part of ``.flat``.
-
-    Parameters
-    ----------
-    xp : module
-        NumPy or CuPy: where the buffer lives.
-    shapes : dict name -> tuple of int
-    dtype : numpy dtype
-    """
-
-    def __init__(self, xp, shapes: dict, dtype):
-        super().__init__()
-        sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes.values()]
-        self.flat = xp.zeros(sum(sizes), dtype=dtype)
-        offset = 0
-        for (name, shape), size in zip(shapes.items(), sizes):
-            dict.__setitem__(self, name, self.flat[offset : offset + size].reshape(shape))
-            offset += size
-        self.layout = tuple((name, tuple(shape)) for name, shape in shapes.items())
-
-    @classmethod
-    def copy_of(cls, xp, arrays: dict, dtype) -> FlatArrays:
-        """A flat copy of ``arrays`` (host or device arrays, any order-preserving dict)."""
-        flat = cls(xp, {name: tuple(value.shape) for name, value in arrays.items()}, dtype)
-        for name, value in arrays.items():
-            flat[name][...] = xp.asarray(value, dtype=dtype)
-        return flat
-
-    def same_layout(self, other) -> bool:
-        """True when ``other`` is a FlatArrays with the same names, shapes, order and dtype,
-        so that entry ``i`` of ``self.flat`` and ``other.flat`` belong to the same array."""
-        return (isinstance(other, FlatArrays) and other.layout == self.layout
-                and other.flat.dtype == self.flat.dtype)
-
-    def __copy__(self):
-        return FlatArrays.copy_of(_xp(self.flat), self, self.flat.dtype)
-
-    def __deepcopy__(self, memo):
-        return self.__copy__()
-
-    def __reduce__(self):
-        return _flat_arrays_from, (dict(self),)
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError(
-            "these arrays are views into one flat buffer; write into them in place "
-            "(arrays[name][...] = value) instead of rebinding or removing a name"
-        )
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    pop = popitem = clear = update = setdefault = _refuse
-
-
-def _flat_arrays_from(arrays: dict) -> FlatArrays:
-    """Rebuild a :class:`FlatArrays` from named arrays (unpickling)."""
-    first = next(iter(arrays.values()))
-    return FlatArrays.copy_of(_xp(first), arrays, first.dtype)
 
 
 def make_activation(name: str):
@@ -312,7 +238,7 @@ class Dense:
         -------
         dx : (n, fan_in) array, or None when ``need_dx`` is False
         """
-        xp = _xp(dy)
+        xp = array_module(dy)
         buffers = isinstance(grads, FlatArrays)
         if buffers:
             db = grads[self.b_name]
@@ -401,7 +327,7 @@ class MLP:
         head (the VAE's ``mu`` and ``logvar`` heads: one 400 x 40 product instead of two
         400 x 20 ones); the outputs are copied out as contiguous arrays.
         """
-        xp = _xp(h)
+        xp = array_module(h)
         layers = list(self.heads.values())
         W = xp.concatenate([params[layer.W_name] for layer in layers], axis=1)
         b = xp.concatenate([params[layer.b_name] for layer in layers])
@@ -420,7 +346,7 @@ class MLP:
         one product and one column sum, and ``dh = sum_head dout_head W_head^T`` from one
         product. Derivation: docs/derivations.md, "Dense layer"."""
         h, W = self._heads_cache
-        xp = _xp(h)
+        xp = array_module(h)
         dout = xp.zeros((h.shape[0], W.shape[1]), dtype=W.dtype)
         start = 0
         for head, layer in self.heads.items():
@@ -485,7 +411,7 @@ class MLP:
                     if isinstance(grads, FlatArrays):
                         grads[name][...] = 0
                     else:
-                        grads[name] = _xp(params[name]).zeros_like(params[name])
+                        grads[name] = array_module(params[name]).zeros_like(params[name])
         for i in range(len(self.layers) - 1, -1, -1):
             need = (i > 0) or need_dx
             activation = self.activations[i]

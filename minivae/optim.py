@@ -13,7 +13,7 @@ and device except :meth:`state_arrays` (to host) and the first step after
 fused kernel, the others are two or three array operations.
 
 Flat fast path: when the parameters and the gradients are both
-:class:`~minivae.nn.FlatArrays` with the same layout (a model's parameters and its reused
+:class:`~minivae.params.FlatArrays` with the same layout (a model's parameters and its reused
 gradient buffers), :meth:`Optimizer.step` updates all of them with one call over the
 flat buffers; the state is then kept in flat buffers too, and its per-name entries are
 views into them, so checkpoints and the per-name path see the same numbers. The update of
@@ -29,21 +29,13 @@ import numbers
 import numpy as np
 
 from .kernels import adam_step
-from .nn import FlatArrays
+from .kernels._cuda import array_module
+from .params import FlatArrays
 from .validation import host_array
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 #: The name under which _update receives the whole flat buffer (flat fast path).
 _FLAT = object()
-
-
-def _array_module(array):
-    """``numpy`` for NumPy arrays, ``cupy`` for CuPy arrays (imported only then)."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-
-    return cupy.get_array_module(array)
 
 
 def _check_grad(name, param, grad):
@@ -94,7 +86,7 @@ class Optimizer(abc.ABC):
             return self._flat_state[slot]
         state = self._state[slot]
         if name not in state:
-            xp = _array_module(param)
+            xp = array_module(param)
             loaded = self._load_slot(slot, name, param, xp)
             state[name] = (xp.zeros_like(param) if loaded is None
                            else xp.array(loaded, dtype=param.dtype, order="C"))
@@ -105,7 +97,7 @@ class Optimizer(abc.ABC):
         (existing or loaded) is copied in and becomes views into it."""
         if self._flat_state is not None and self._flat_state["layout"] == params.layout:
             return
-        xp = _array_module(params.flat)
+        xp = array_module(params.flat)
         shapes = dict(params.layout)
         flat_state = {"layout": params.layout}
         for slot in self._slots:
@@ -250,7 +242,7 @@ class Adagrad(Optimizer):
     def _update(self, name, param, grad):
         sum_sq = self._slot("sum_sq", name, param)
         sum_sq += grad * grad
-        xp = _array_module(param)
+        xp = array_module(param)
         param -= self.lr * grad / (xp.sqrt(sum_sq) + self.eps)
 
     def config(self) -> dict:
@@ -286,7 +278,7 @@ class Adam(Optimizer):
         m = self._slot("m", name, param)
         v = self._slot("v", name, param)
         if grad.dtype != param.dtype or not grad.flags.c_contiguous:
-            grad = _array_module(param).ascontiguousarray(grad, dtype=param.dtype)
+            grad = array_module(param).ascontiguousarray(grad, dtype=param.dtype)
         adam_step(param, grad, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t,
                   impl=self.impl)
 

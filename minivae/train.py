@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, TrainingDivergedError
 from .kernels.threads import pinned_threads
-from .nn import FlatArrays
+from .params import FlatArrays
 from .optim import make_optimizer
 
 History = dict

@@ -39,7 +39,8 @@ from . import losses
 from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
-from .nn import ACTIVATIONS, MLP, FlatArrays, sigmoid
+from .nn import ACTIVATIONS, MLP, sigmoid
+from .params import FlatArrays
 from .validation import (
     check_finite,
     check_representable,
@@ -438,7 +439,7 @@ class VAE:
         """:meth:`loss_and_grads` on validated device data (the training step).
 
         ``reuse_buffers=True`` writes the gradients into :meth:`_gradient_buffers` and
-        returns that :class:`~minivae.nn.FlatArrays` (overwritten by the next such call;
+        returns that :class:`~minivae.params.FlatArrays` (overwritten by the next such call;
         the trainer's choice); otherwise the gradients are fresh arrays.
 
         Derivation: docs/derivations.md, "The whole chain".

@@ -1,4 +1,4 @@
-"""Parameters and gradients in one flat buffer (minivae.nn.FlatArrays) and the optimisers'
+"""Parameters and gradients in one flat buffer (minivae.params.FlatArrays) and the optimisers'
 flat fast path: one kernel call over the buffer must give exactly what one call per array
 gives, and the state must stay the per-name state that checkpoints store."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minivae import VAE
-from minivae.nn import FlatArrays
+from minivae.params import FlatArrays
 from minivae.optim import make_optimizer
 
 SHAPES = {"a.W": (3, 5), "a.b": (5,), "b.W": (5, 1), "b.b": (1,)}

@@ -596,7 +596,7 @@ def test_nonfinite_counts_finds_nan_and_both_infinities_but_not_huge_finite_valu
     """The guard's one reduction (a sum of squares) is NaN or Inf for NaN, +Inf and -Inf
     alike; finite entries whose squares overflow fall through to the exact counts, which
     find nothing."""
-    from minivae.nn import FlatArrays
+    from minivae.params import FlatArrays
     from minivae.train import _nonfinite_counts
 
     def arrays(values):
