@@ -179,11 +179,52 @@ def _cmd_train_vae(args) -> int:
 
 # ---- train gp --------------------------------------------------------------------------
 def _cmd_train_gp(args) -> int:
-    from .gp import fit_csv
-
-    result = fit_csv(args.data, args.out, ard=args.ard, n_restarts=args.restarts, seed=args.seed)
+    result = fit_gp_csv(args.data, args.out, ard=args.ard, n_restarts=args.restarts, seed=args.seed)
     print(json.dumps(result, indent=2, default=float))
     return 0
+
+
+def fit_gp_csv(path, out_dir, ard=False, n_restarts=2, seed=0, normalize_y=True, device="cpu"):
+    """Fit a :class:`~minivae.gp.GPRegressor` to a CSV table and write the run to ``out_dir``.
+
+    ``path`` holds input columns, then y (:func:`minivae.datasets.read_xy_csv`). ``out_dir``
+    (created if needed) receives ``model.npz``, ``metrics.json`` and, for one input column,
+    ``gp_fit.png`` (data, posterior mean, 95% band of f). ``ard``, ``n_restarts``, ``seed``,
+    ``normalize_y`` and ``device`` go to the regressor. Returns the metrics written: sizes,
+    fitted hyperparameters, log marginal likelihood, training RMSE and the paths.
+    """
+    import numpy as np
+
+    from .datasets import read_xy_csv
+    from .gp import GPRegressor
+
+    X, y, names = read_xy_csv(path)
+    model = GPRegressor(ard=ard, n_restarts=n_restarts, seed=seed, normalize_y=normalize_y,
+                        device=device).fit(X, y)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "n_points": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "columns": names,
+        "lengthscale": np.atleast_1d(model.lengthscale_).tolist(),
+        "variance": float(model.variance_),
+        "noise": float(model.noise_),
+        "log_marginal_likelihood": float(model.log_marginal_likelihood_value_),
+        "train_rmse": float(np.sqrt(np.mean((model.predict(X) - y) ** 2))),
+        "model": str(out / "model.npz"),
+    }
+    model.save(metrics["model"])
+    if X.shape[1] == 1:
+        from .plots import plot_gp_1d
+
+        lo, hi = X[:, 0].min(), X[:, 0].max()
+        grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400)[:, None]
+        mean, std = model.predict(grid, return_std=True)
+        metrics["plot"] = str(plot_gp_1d(X, y, grid, mean, std, out / "gp_fit.png",
+                                         title=f"GP fit to {Path(path).name}"))
+    write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 # ---- train var -------------------------------------------------------------------------

@@ -54,8 +54,8 @@ import numpy as np
 from . import losses
 from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError
-from .gp import cholesky_with_jitter, posterior_mean, posterior_mean_backward
-from .kernels import rbf_matrix, reparam_backward, reparam_forward
+from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
+from .kernels import reparam_backward, reparam_forward
 from .nn import ACTIVATIONS, MLP, sigmoid
 from .validation import (
     check_finite,
@@ -903,9 +903,9 @@ class VARegressor:
         self._check_fitted()
         X_new = _check_inputs(X_new, "X_new", self.n_features_, self.dtype)
         group_ids = self._group_ids(groups, X_new.shape[0])
-        xp, impl = self.backend.xp, self.backend.kernel_impl
+        xp = self.backend.xp
         X_dev = self._to_device(X_new).astype(xp.float64)
-        lengthscale = float(np.exp(self._theta()[0]))
+        theta = np.array([self._theta()[0], 0.0, math.log(self.noise)])
         mean = xp.empty((X_new.shape[0], self.latent_dim), dtype=self.dtype)
         var = xp.empty(X_new.shape[0], dtype=self.dtype)
         for g in np.unique(group_ids):
@@ -916,15 +916,10 @@ class VARegressor:
             sigma = xp.exp(heads["logsigma"][:, 0].astype(xp.float64))
             amp = xp.sqrt(sigma)
             amp_query = xp.sqrt(sigma.mean()) * xp.ones(out_rows.size, dtype=xp.float64)
-            X_g, X_q = self._X_train[rows].astype(xp.float64), X_dev[out_rows]
-            A = rbf_matrix(X_g, None, lengthscale, 1.0, amp_x=amp, impl=impl)
-            A[xp.arange(rows.size), xp.arange(rows.size)] += self.noise
-            L, _ = cholesky_with_jitter(A, self.backend, overwrite_a=True)
-            K_star = rbf_matrix(X_q, X_g, lengthscale, 1.0, amp_x=amp_query, amp_y=amp, impl=impl)
-            mean[out_rows] = K_star @ self.backend.cho_solve(L, codes)
-            V = self.backend.solve_triangular(L, K_star.T, lower=True)
-            # b^2 - ||L^-1 k*||^2 is >= 0 in exact arithmetic; rounding can dip below 0.
-            var[out_rows] = xp.maximum(amp_query * amp_query - (V * V).sum(axis=0), 0)
+            factor = factorise(self._X_train[rows].astype(xp.float64), theta, amplitudes=amp,
+                               backend=self.backend)
+            mean[out_rows], var[out_rows] = predictive(factor, factor.solve(codes), X_dev[out_rows],
+                                                       amp_query, return_var=True)
         return mean, var
 
     def predict_latent(self, X_new, groups=None):

@@ -53,7 +53,15 @@ def test_train_gp_on_a_csv(tmp_path, capsys):
     out = tmp_path / "gp"
     assert cli.main(["train", "gp", "--data", str(csv), "--out", str(out),
                      "--restarts", "0"]) == 0
-    assert (out / "metrics.json").exists() and (out / "gp_fit.png").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads(capsys.readouterr().out) == metrics
+    assert metrics["n_points"] == 30 and metrics["columns"] == ["x", "y"]
+    assert metrics["train_rmse"] < 0.2  # the noise std is 0.1
+    assert (out / "gp_fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from minivae.gp import GPRegressor
+
+    loaded = GPRegressor.load(metrics["model"])
+    assert loaded.log_marginal_likelihood_value_ == metrics["log_marginal_likelihood"]
 
 
 def test_gradcheck_vae_passes_and_prints_every_parameter(capsys):

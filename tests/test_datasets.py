@@ -17,6 +17,7 @@ from minivae.datasets import (
     make_image_sequences,
     make_postures,
     make_swiss_roll,
+    read_xy_csv,
 )
 from minivae.errors import DataError
 
@@ -286,7 +287,7 @@ def test_load_regression_folder_missing_csv(tmp_path):
 def test_star_polygon_inside_test_matches_matplotlib_path(rng):
     from matplotlib.path import Path
 
-    from minivae.datasets import _inside_star_polygon
+    from minivae.datasets.synthetic import _inside_star_polygon
 
     radii = rng.uniform(0.3, 1.0, 7)
     angles = 2 * np.pi * np.arange(7) / 7
@@ -385,3 +386,40 @@ def test_load_regression_folder_reads_utf8_bom_and_reports_file_lines(tmp_path):
     (tmp_path / "inputs.csv").write_text("file,x1\n\n\n\nf0.png,0.1,7\n")
     with pytest.raises(DataError, match="line 5 has 3 columns"):
         load_regression_folder(tmp_path)
+
+
+# ---- CSV tables (minivae train gp) ------------------------------------------------------
+
+
+def test_read_xy_csv_header_and_values(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,target\n1,2,3\n\n4,5.5,-6e-3\n")
+    X, y, names = read_xy_csv(path)
+    np.testing.assert_array_equal(X, [[1.0, 2.0], [4.0, 5.5]])
+    np.testing.assert_array_equal(y, [3.0, -6e-3])
+    assert names == ["a", "b", "target"]
+    X, y, names = read_xy_csv(_write(tmp_path / "plain.csv", "1,2\n3,4\n"))
+    assert names == ["x1", "y"] and X.shape == (2, 1)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "is empty"),
+    ("x,y\n", "has a header but no data rows"),
+    ("1\n2\n3\n", "has 1 column"),
+    ("1,2\n3,4,5\n", "line 2 has 3 fields but the first row has 2"),
+    ("a,b\n1,2\n3,oops\n", "line 3, b: 'oops' is not a finite number"),
+    ("1,2\n3,nan\n", "line 2, column 2: 'nan' is not a finite number"),
+])
+def test_malformed_csv_is_a_data_error(tmp_path, text, message):
+    with pytest.raises(DataError, match=message):
+        read_xy_csv(_write(tmp_path / "bad.csv", text))
+
+
+def test_missing_csv_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_xy_csv(tmp_path / "nope.csv")
