@@ -75,14 +75,14 @@ def stub_out(variant):
 def measure(variant):
     """``(step ms, six products ms)``, medians, in this process."""
     import minivae  # noqa: F401  (OMP_WAIT_POLICY before Numba's pool starts)
-    from minivae import bench
+    from minivae.bench import cases, harness
     from minivae.backend import get_backend
     from minivae.kernels.threads import pinned_threads
 
     stub_out(variant)
     X = (np.random.default_rng(0).uniform(size=(128, 784)) > 0.7).astype(np.float32)
-    step = bench._vae_step_fn(get_backend("cpu"), bench.FULL, X)
-    six = bench._six_matmuls_fn(bench.FULL, X)
+    step = cases._vae_step_fn(get_backend("cpu"), harness.FULL, X)
+    six = cases._six_matmuls_fn(harness.FULL, X)
     for _ in range(50):
         step()
         six()

@@ -28,7 +28,7 @@ from contextlib import nullcontext
 import numpy as np
 
 import minivae  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before Numba's pool starts)
-from minivae import bench
+from minivae.bench import cases, harness
 from minivae.backend import get_backend
 from minivae.kernels import adam as adam_kernels
 from minivae.kernels.threads import pinned_threads
@@ -78,14 +78,14 @@ def main():
     no_blas = adam_pair()
     print(f"   parallel {no_blas['parallel']:.3f} ms, serial {no_blas['serial']:.3f} ms")
 
-    D, H, K = bench.Sizes().vae_layers
+    D, H, K = harness.Sizes().vae_layers
     X = (RNG.uniform(size=(128, D)) > 0.7).astype(np.float32)
     W0 = RNG.standard_normal((D, H), dtype=np.float32)
     print(f"   ... and right after a 128 x {D} x {H} product (OpenBLAS, 2 threads):")
     after_blas = adam_pair(before=lambda: X @ W0)
     print(f"   parallel {after_blas['parallel']:.3f} ms, serial {after_blas['serial']:.3f} ms")
 
-    step = bench._vae_step_fn(get_backend("cpu"), bench.Sizes(), X)
+    step = cases._vae_step_fn(get_backend("cpu"), harness.Sizes(), X)
     for _ in range(20):
         step()
     cpu_before = thread_cpu_seconds()
@@ -100,7 +100,7 @@ def main():
             label = "main" if tid == str(os.getpid()) else "other"
             print(f"   thread {tid} ({label}): {cpu_after[tid] - cpu_before[tid]:.2f} s")
 
-    six = bench._six_matmuls_fn(bench.Sizes(), X)
+    six = cases._six_matmuls_fn(harness.Sizes(), X)
 
     def f32(*shape):
         return RNG.standard_normal(shape, dtype=np.float32)

@@ -19,7 +19,7 @@ in each benchmark's ``extra_info`` and compared in ``test_lml_gradient_peak_memo
 import numpy as np
 import pytest
 
-from minivae import bench
+from minivae.bench import cases, harness
 
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("sklearn.gaussian_process")
@@ -31,10 +31,10 @@ PREDICT_GROUP = f"gp-predict-mean-std-{PREDICT_N}train-{PREDICT_M}test"
 
 # the problem, the fitted pair, scikit-learn's theta order and the peak-memory probe are
 # minivae.bench's, so this module and `minivae bench` measure the same thing
-make_problem = bench._gp_problem
-fitted_pair = bench._fitted_gp_pair
-sklearn_theta = bench._sklearn_theta
-peak_bytes = bench.traced_peak_bytes
+make_problem = cases._gp_problem
+fitted_pair = cases._fitted_gp_pair
+sklearn_theta = cases._sklearn_theta
+peak_bytes = harness.traced_peak_bytes
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ import math
 import numpy as np
 import pytest
 
-from minivae import bench
+from minivae.bench import cases, harness
 from minivae.backend import get_backend
 from minivae.kernels.threads import pinned_threads
 
 pytest.importorskip("pytest_benchmark")
 
-SIZES = bench.FULL  # 784-400-20, batch 128: the same builders `minivae bench` times
+SIZES = harness.FULL  # 784-400-20, batch 128: the same builders `minivae bench` times
 D, H, K = SIZES.vae_layers
 GROUP = f"VAE step {D}-{H}-{K} batch {SIZES.vae_batch} float32"
 
@@ -38,7 +38,7 @@ def data():
 
 
 def test_step_minivae(benchmark, data):
-    step = bench._vae_step_fn(get_backend("cpu"), SIZES, data)
+    step = cases._vae_step_fn(get_backend("cpu"), SIZES, data)
     step()
     benchmark.group = GROUP
     benchmark.name = "minivae (hand-written backward, fused Adam)"
@@ -48,7 +48,7 @@ def test_step_minivae(benchmark, data):
 
 def test_step_torch(benchmark, data):
     torch = pytest.importorskip("torch")
-    step = bench._torch_vae_step_fn(torch, SIZES, data)
+    step = cases._torch_vae_step_fn(torch, SIZES, data)
     step()
     benchmark.group = GROUP
     benchmark.name = "torch CPU autograd + torch.optim.Adam"
@@ -58,7 +58,7 @@ def test_step_torch(benchmark, data):
 def test_step_six_matmuls(benchmark, data):
     """The six products of a step that involve the 784 x 400 layers and the latent heads
     (see ``minivae.bench._six_matmuls_fn``)."""
-    six_products = bench._six_matmuls_fn(SIZES, data)
+    six_products = cases._six_matmuls_fn(SIZES, data)
     benchmark.group = GROUP
     benchmark.name = "baseline: the six matrix products alone"
     _heads, logits, _dW_out, dW0 = benchmark(six_products)

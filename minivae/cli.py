@@ -258,7 +258,7 @@ def _cmd_gradcheck(args) -> int:
 
 # ---- bench -----------------------------------------------------------------------------
 def _cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from .bench.harness import main as bench_main
 
     return bench_main(quick=args.quick, device=args.device, out=args.out)
 

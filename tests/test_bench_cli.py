@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from minivae import bench, cli
+from minivae import cli
+from minivae.bench import cases, harness, peers
 from minivae.backend import get_backend
 from minivae.errors import DeviceUnavailableError
 from minivae.files import write_json
@@ -46,11 +47,11 @@ TORCH_CASE = "VAE step 12-6-2 b=5 f32 vs torch CPU"
 
 
 def _run_tiny(folder, isolate=False):
-    """``bench.main`` on the TINY sizes: (status, the JSON, what it printed)."""
+    """``harness.main`` on the TINY sizes: (status, the JSON, what it printed)."""
     out = folder / "sub" / "bench.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = bench.main(quick=True, out=str(out), sizes=TINY, isolate=isolate)
+        status = harness.main(quick=True, out=str(out), sizes=TINY, isolate=isolate)
     return status, json.loads(out.read_text()), printed.getvalue()
 
 
@@ -123,7 +124,7 @@ def test_json_records_machine_and_blas(tiny_run):
 
 
 def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "_import_torch", lambda: None)
+    monkeypatch.setattr(peers, "import_torch", lambda: None)
     status, result, printed = _run_tiny(tmp_path)
     assert status == 0
     (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
@@ -143,8 +144,8 @@ def test_torch_row_measured_when_torch_is_present(tiny_run):
 
 
 def test_cli_quick_uses_the_quick_preset(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "QUICK", bench.Sizes(**TINY))
-    monkeypatch.setattr(bench, "_measure_in_fresh_process", bench._build_and_measure)
+    monkeypatch.setattr(harness, "QUICK", harness.Sizes(**TINY))
+    monkeypatch.setattr(harness, "_measure_in_fresh_process", harness._build_and_measure)
     out = tmp_path / "quick.json"
     assert cli.main(["bench", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -166,7 +167,7 @@ def _gpu_unavailable_message():
 def test_gpu_without_gpu_fails_with_the_backend_message(tmp_path, capsys):
     message = _gpu_unavailable_message()
     out = tmp_path / "gpu.json"
-    status = bench.main(device="gpu", out=str(out))
+    status = harness.main(device="gpu", out=str(out))
     captured = capsys.readouterr()
     assert status != 0
     assert captured.err.strip() == f"minivae: error: {message}"
@@ -182,10 +183,10 @@ def test_cli_gpu_without_gpu_exits_nonzero(tmp_path, capsys):
 def test_gpu_groups_run_under_the_cuda_simulator(tmp_path, capsys):
     """The --device gpu cases, on the simulator's backend and the host timer."""
     backend = get_backend("cuda-sim")
-    sizes = bench.Sizes(**TINY_SIM)
-    builders = bench.gpu_groups(backend, sizes, bench.wall_timer)
+    sizes = harness.Sizes(**TINY_SIM)
+    builders = cases.gpu_groups(backend, sizes, harness.wall_timer)
     out = tmp_path / "sim.json"
-    assert bench.run(builders, sizes, "custom", "gpu", "Numba CUDA simulator", out) == 0
+    assert harness.run(builders, sizes, "custom", "gpu", "Numba CUDA simulator", out) == 0
     result = json.loads(out.read_text())
     assert [row["case"] for row in result["rows"]] == [
         "rbf_matrix n=6 d=2 f64", "rbf_grad_contract ARD n=5 d=2 f64",
@@ -204,11 +205,11 @@ def test_time_interleaved_runs_blocks_in_turn():
     order = []
     calls = {label: (lambda label=label: order.append(label), lambda fn: (fn(), 1.0)[1])
              for label in ("a", "b")}
-    stats = bench.time_interleaved(calls, repeats=6, warmup=1, block=3)
+    stats = harness.time_interleaved(calls, repeats=6, warmup=1, block=3)
     assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert stats["a"]["n"] == stats["b"]["n"] == 6
     order.clear()
-    bench.time_interleaved(calls, repeats=2, warmup=0, block=10)  # block cut to repeats
+    harness.time_interleaved(calls, repeats=2, warmup=0, block=10)  # block cut to repeats
     assert order == ["a", "a", "b", "b"]
 
 
@@ -222,7 +223,7 @@ def test_adam_baseline_is_the_textbook_update():
     textbook = [a.copy() for a in arrays]
     reference = [a.copy() for a in arrays]
     for t in (1, 2, 3):
-        bench.numpy_adam_textbook(*textbook, lr=0.1, t=t)
+        cases.numpy_adam_textbook(*textbook, lr=0.1, t=t)
         adam_step(*reference, lr=0.1, t=t, impl="reference")
     # float64, the same operations with the bias corrections folded in another order: a
     # few roundings apart (~1e-16 relative); arrays drawn in [0.5, 1.5], so atol 0.
@@ -232,32 +233,32 @@ def test_adam_baseline_is_the_textbook_update():
 
 def test_summarize_matches_numpy_quartiles():
     samples = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
-    stats = bench.summarize(samples)
+    stats = harness.summarize(samples)
     q1, median, q3 = np.percentile(samples, [25, 50, 75])
     assert (stats["q1"], stats["median"], stats["q3"]) == pytest.approx((q1, median, q3))
     assert stats["min"] == 1.0 and stats["n"] == 6 and stats["samples"] == sorted(samples)
-    single = bench.summarize([2.5])
+    single = harness.summarize([2.5])
     assert single["median"] == single["q1"] == single["q3"] == 2.5 and single["iqr"] == 0.0
 
 
 def test_targets_ratio_and_verdict():
-    faster = bench.Target("faster", 3.0, ">= 3x faster")
+    faster = harness.Target("faster", 3.0, ">= 3x faster")
     assert faster.ratio(ours=1.0, baseline=3.0) == 3.0 and faster.met(3.0)
     assert not faster.met(2.99)
-    at_most = bench.Target("at_most", 0.2, "<= 1/5 its peak")
+    at_most = harness.Target("at_most", 0.2, "<= 1/5 its peak")
     assert at_most.ratio(ours=1.0, baseline=4.0) == 0.25 and not at_most.met(0.25)
     assert at_most.met(0.2)
 
 
 def test_table_shows_verdicts_and_skips():
-    measured = bench.Row("case A", "ours", "base", bench.Target("faster", 2.0, ">= 2x faster"),
-                         ours_stats=bench.summarize([1.0]), baseline_stats=bench.summarize([4.0]))
-    slower = bench.Row("case B", "ours", "base", bench.Target("at_most", 1.5, "<= 1.5x"),
-                       ours_stats=bench.summarize([3e-3]),
-                       baseline_stats=bench.summarize([1e-3]))
-    skipped = bench.Row("case C", "ours", "torch", bench.Target("faster", 2.0, ">= 2x faster"),
+    measured = harness.Row("case A", "ours", "base", harness.Target("faster", 2.0, ">= 2x faster"),
+                         ours_stats=harness.summarize([1.0]), baseline_stats=harness.summarize([4.0]))
+    slower = harness.Row("case B", "ours", "base", harness.Target("at_most", 1.5, "<= 1.5x"),
+                       ours_stats=harness.summarize([3e-3]),
+                       baseline_stats=harness.summarize([1e-3]))
+    skipped = harness.Row("case C", "ours", "torch", harness.Target("faster", 2.0, ">= 2x faster"),
                         skipped="torch is not installed")
-    lines = bench.format_table([measured, slower, skipped]).splitlines()
+    lines = harness.format_table([measured, slower, skipped]).splitlines()
     assert "4.00x faster" in lines[2] and lines[2].rstrip().endswith("yes")
     assert "3.00x its time" in lines[3] and lines[3].rstrip().endswith("NO")
     assert "3 ms" in lines[3] and "1 ms" in lines[3]
@@ -275,18 +276,18 @@ def test_write_json_atomic_replaces_and_leaves_no_temporary(tmp_path):
 
 def test_unknown_device_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="device='tpu'"):
-        bench.main(device="tpu", out=str(tmp_path / "x.json"))
+        harness.main(device="tpu", out=str(tmp_path / "x.json"))
 
 
 def test_bad_output_path_is_refused_before_measuring(tmp_path, capsys):
     folder = tmp_path / "a_folder"
     folder.mkdir()
     with pytest.raises(IsADirectoryError, match="is a folder"):
-        bench.main(out=str(folder), sizes=TINY)
+        harness.main(out=str(folder), sizes=TINY)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(OSError):
-        bench.main(out=str(blocker / "bench.json"), sizes=TINY)
+        harness.main(out=str(blocker / "bench.json"), sizes=TINY)
     assert "[1/" not in capsys.readouterr().out  # nothing was measured
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
     assert list(folder.iterdir()) == []
