@@ -15,7 +15,7 @@ choice can change a matrix product's time by 2x. Saved runs (``--benchmark-save`
 The same BLAS summary is printed in the session header.
 """
 
-from minivae.bench import blas_info
+from minivae.bench.harness import blas_info
 from minivae.bench import machine_info as describe_machine
 
 
