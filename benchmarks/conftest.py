@@ -16,7 +16,7 @@ The same BLAS summary is printed in the session header.
 """
 
 from minivae.bench.harness import blas_info
-from minivae.bench import machine_info as describe_machine
+from minivae.bench.harness import machine_info as describe_machine
 
 
 def pytest_report_header(config):

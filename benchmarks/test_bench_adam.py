@@ -19,7 +19,7 @@ import pytest
 from minivae.kernels import adam_step
 from numba import njit, prange
 
-from minivae.bench import numpy_adam_textbook
+from minivae.bench.cases import numpy_adam_textbook
 
 N_PARAMS = 1_000_000
 HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}

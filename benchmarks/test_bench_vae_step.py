@@ -57,7 +57,7 @@ def test_step_torch(benchmark, data):
 
 def test_step_six_matmuls(benchmark, data):
     """The six products of a step that involve the 784 x 400 layers and the latent heads
-    (see ``minivae.bench._six_matmuls_fn``)."""
+    (see ``minivae.bench.cases._six_matmuls_fn``)."""
     six_products = cases._six_matmuls_fn(SIZES, data)
     benchmark.group = GROUP
     benchmark.name = "baseline: the six matrix products alone"
