@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from minivae import cli
-from minivae.bench import cases, harness, peers
 from minivae.backend import get_backend
+from minivae.bench import cases, harness, peers
 from minivae.errors import DeviceUnavailableError
 from minivae.files import write_json
 

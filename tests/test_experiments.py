@@ -10,25 +10,22 @@ import stat
 import numba
 import numpy as np
 import pytest
+from minivae.kernels.threads import limited_threads
 
 from minivae import experiments, plots
+from minivae.cli import run_demo, train_var
 from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
-from minivae.kernels.threads import limited_threads
 from minivae.experiments import (
     METHODS,
-    RUN_MARKER,
     NearestAnchor,
     PixelGP,
     TwoStage,
-    _dense_inputs,
-    _numbered_across_phases,
     compare_seeds,
-    run_demo,
     run_experiment,
     starting_lengthscales,
-    train_var_cli,
 )
+from minivae.reports import RUN_MARKER, _dense_inputs, _numbered_across_phases
 
 TINY_SETTINGS = {"latent_dim": 2, "hidden": (16,), "batch_size": 16, "n_anchor": 6, "n_query": 4}
 TINY_EPOCHS = (1, 1, 1)
@@ -359,7 +356,7 @@ def test_quick_demo_writes_the_demo_folder(tmp_path):
         path.name for path in (tmp_path / "demo").iterdir()}
 
 
-def test_train_var_cli_reads_a_folder_and_writes_var_only(tmp_path):
+def test_train_var_reads_a_folder_and_writes_var_only(tmp_path):
     from PIL import Image
 
     data = make_image_sequences(n_sequences=1, n_frames=16, size=12, seed=1, supersample=1)
@@ -370,16 +367,16 @@ def test_train_var_cli_reads_a_folder_and_writes_var_only(tmp_path):
         Image.fromarray(np.round(255 * image).astype(np.uint8)).save(folder / f"{index:02d}.png")
         rows.append(f"{index:02d}.png,{float(t)!r}")
     (folder / "inputs.csv").write_text("\n".join(rows) + "\n")
-    result = train_var_cli(data=str(folder), out_dir=tmp_path / "out", epochs=(1, 1, 1),
+    result = train_var(data=str(folder), out_dir=tmp_path / "out", epochs=(1, 1, 1),
                            latent=2, seed=0, progress=False)
     assert list(result["methods"]) == ["var"]
     assert result["settings"]["latent_dim"] == 2 and result["data"] == "frames"
     assert (tmp_path / "out" / "var_checkpoint.npz").is_file()
 
 
-def test_train_var_cli_names_an_unknown_data_set(tmp_path):
+def test_train_var_names_an_unknown_data_set(tmp_path):
     with pytest.raises(DataError, match="neither 'sequences', 'postures' nor a folder"):
-        train_var_cli(data=str(tmp_path / "missing"), out_dir=tmp_path / "out", progress=False)
+        train_var(data=str(tmp_path / "missing"), out_dir=tmp_path / "out", progress=False)
 
 
 def test_limited_threads_sets_numba_threads_and_restores_them():

@@ -31,7 +31,12 @@ from .loaders import (
     read_xy_csv,
 )
 from .sequence import SequenceData, describe
-from .synthetic import POSTURE_JOINTS, make_image_sequences, make_postures, make_swiss_roll
+from .synthetic import (
+    POSTURE_JOINTS,
+    make_image_sequences,
+    make_postures,
+    make_swiss_roll,
+)
 
 __all__ = [
     "POSTURE_JOINTS",
