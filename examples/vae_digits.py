@@ -51,7 +51,7 @@ def main():
               activation=args.activation, likelihood="bernoulli", seed=args.seed,
               device=args.device)
     history = vae.fit(X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      validation_data=X_test, progress=not args.no_progress)
+                      validation_data=X_test, progress=not args.no_progress).history_
     for epoch in range(0, args.epochs, max(1, args.epochs // 10)):
         print(f"epoch {history['epoch'][epoch]:4d}  train ELBO {history['train_elbo'][epoch]:9.3f}"
               f"  held-out ELBO {history['val_elbo'][epoch]:9.3f}")

@@ -148,7 +148,7 @@ def _cmd_train_vae(args) -> int:
             progress=not args.no_progress,
             checkpoint=str(ckpt),
             resume=args.resume,
-        )
+        ).history_
     metrics = {
         "train_elbo": float(vae.score(X_train)),
         "val_elbo": float(vae.score(X_val)),

@@ -1,5 +1,7 @@
 """The exceptions minivae raises, in one place so users can catch them by name."""
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class MinivaeError(Exception):
     """Base class of every minivae-specific error."""
@@ -27,3 +29,7 @@ class DataError(MinivaeError, ValueError):
 
 class JitterWarning(UserWarning):
     """A Cholesky factorisation succeeded only after jitter was added to the diagonal."""
+
+
+class NotFittedError(MinivaeError, _SklearnNotFittedError):
+    """A model was used before :meth:`fit` (or before it had networks to use)."""

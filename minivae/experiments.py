@@ -381,7 +381,7 @@ class TwoStage:
                         activation=self.activation, likelihood=self.likelihood,
                         dtype=self.dtype, seed=self.seed, device=self.device)
         self.history_ = self.vae_.fit(pixels, epochs=self.epochs, batch_size=self.batch_size,
-                                      lr=self.lr, progress=progress)
+                                      lr=self.lr, progress=progress).history_
         codes, _ = self.vae_.encode(pixels)
         self.gps_ = _PerGroupGP(self.n_starts, self.device)
         self.gps_.fit(X, np.asarray(codes, dtype=np.float64), _group_labels(groups, X.shape[0]))

@@ -138,9 +138,9 @@ class Optimizer(abc.ABC):
         for name, grad in grads.items():
             _check_grad(name, params[name], grad)
         self.t += 1
-        if isinstance(params, FlatArrays) and params.same_layout(grads):
-            self._flat_slots(params)
-            self._update(_FLAT, params.flat, grads.flat)
+        if isinstance(params, FlatArrays) and params.leads_with(grads):
+            self._flat_slots(grads)
+            self._update(_FLAT, params.flat[:grads.flat.size], grads.flat)
             return
         for name, grad in grads.items():
             self._update(name, params[name], grad)

@@ -53,6 +53,24 @@ class FlatArrays(dict):
         return (isinstance(other, FlatArrays) and other.layout == self.layout
                 and other.flat.dtype == self.flat.dtype)
 
+    def leading(self, count: int) -> FlatArrays:
+        """The first ``count`` arrays as a FlatArrays whose ``.flat`` is a view of the start
+        of this one's: a model whose trainable parameters come first in its layout updates
+        them alone with one optimiser call (the others stay frozen)."""
+        view = FlatArrays.__new__(FlatArrays)
+        layout = self.layout[:count]
+        for name, _ in layout:
+            dict.__setitem__(view, name, dict.__getitem__(self, name))
+        size = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in layout)
+        view.flat = self.flat[:size]
+        view.layout = layout
+        return view
+
+    def leads_with(self, other) -> bool:
+        """True when ``other`` is a FlatArrays laid out like the start of this one."""
+        return (isinstance(other, FlatArrays) and other.layout == self.layout[:len(other.layout)]
+                and other.flat.dtype == self.flat.dtype)
+
     def __copy__(self):
         return FlatArrays.copy_of(array_module(self.flat), self, self.flat.dtype)
 

@@ -6,6 +6,7 @@ what is wrong with it (a count and the first location), and what to do about it.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -96,3 +97,157 @@ def check_representable(values: np.ndarray, dtype, name: str) -> None:
         f"magnitude {largest:.3g}, first at {_first_location(too_large)}; {dtype.name} holds "
         f"up to {limit:.2g}); rescale the data{wider}"
     )
+
+
+def is_positive_real(value) -> bool:
+    """True for a finite real number > 0 (not a bool)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int, or ValueError naming ``name`` unless it is an integer >= 1."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def check_network(latent_dim, hidden, likelihood, seed) -> tuple:
+    """The autoencoder arguments every model shares, checked; returns ``hidden`` as a tuple.
+
+    Raises ValueError naming the argument, its value and what it must be. (The activation
+    is checked where the networks are built, :func:`minivae.nn.make_activation`.)
+    """
+    check_positive_int(latent_dim, "latent_dim")
+    hidden = (hidden,) if is_int(hidden) else tuple(hidden)
+    if not all(is_int(width) and width >= 1 for width in hidden):
+        raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    return tuple(int(width) for width in hidden)
+
+
+# ---- arrays at a model's edge ---------------------------------------------------------
+
+
+def check_data(X, n_columns: int, name: str = "X", unit_interval: bool = False,
+               dtype=None) -> np.ndarray:
+    """Validate a 2-D numeric data matrix at the API edge; return it as a host array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, n_columns)
+    n_columns : int
+    name : str
+        How the array is called in error messages.
+    unit_interval : bool
+        Also require every value in [0, 1] (Bernoulli data).
+    dtype : numpy dtype or None
+        The dtype ``X`` will be cast to; its values must fit in it (a float64 1e39 would
+        become inf in float32). None skips that check.
+
+    Raises
+    ------
+    DataError
+        Non-numeric dtype, wrong number of dimensions or columns, no rows, NaN or
+        infinite values, values beyond ``dtype``'s range, or (``unit_interval``) values
+        outside [0, 1]. The message names the count, the first location and the fix.
+    """
+    X = numeric_host_array(X, name)
+    if X.ndim != 2:
+        hint = f"; for one example use {name}.reshape(1, -1)" if X.ndim == 1 else ""
+        raise DataError(
+            f"{name} must be 2-D (n_examples, {n_columns}); got shape {X.shape}{hint}"
+        )
+    if X.shape[1] != n_columns:
+        raise DataError(
+            f"{name} has {X.shape[1]} columns but the model expects {n_columns}; "
+            f"pass data with {n_columns} features per row"
+        )
+    if X.shape[0] == 0:
+        raise DataError(f"{name} has no rows; pass at least one example")
+    check_finite(X, name)
+    if dtype is not None:
+        check_representable(X, dtype, name)
+    if unit_interval:
+        outside = (X < 0) | (X > 1)
+        if outside.any():
+            row, col = np.argwhere(outside)[0]
+            raise DataError(
+                f"{name} has {int(outside.sum())} values outside [0, 1] (first at row {row}, "
+                f"column {col}: {X[row, col].item()!r}), which a Bernoulli likelihood cannot "
+                'model; rescale the data to [0, 1] or use likelihood="gaussian"'
+            )
+    return X
+
+
+def check_inputs(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
+    """Inputs ``X`` as a finite (n, p) float64 host array (representable in ``dtype``)."""
+    X = numeric_host_array(X, name)
+    if X.ndim == 1:
+        raise DataError(
+            f"{name} must be 2-D (n, p); got shape {X.shape}; for one input feature use "
+            f"{name}.reshape(-1, 1)"
+        )
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{name} must be 2-D (n, p) with n, p >= 1; got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"{name} has {X.shape[1]} columns but the model expects {n_features}; pass rows "
+            f"of width {n_features}"
+        )
+    check_finite(X, name)
+    if dtype is not None:
+        check_representable(X, dtype, name)
+    return X.astype(np.float64, copy=False)
+
+
+def check_images(Y, likelihood: str, image_shape=None, name: str = "Y",
+                  dtype=None) -> np.ndarray:
+    """Images ``Y`` (n, H, W) or (n, D) as a finite host array (representable in
+    ``dtype``); [0, 1] for Bernoulli."""
+    Y = numeric_host_array(Y, name)
+    if Y.ndim < 2 or Y.shape[0] == 0 or Y.size == 0:
+        raise DataError(
+            f"{name} must hold one image per row, shaped (n, H, W) or (n, D); got shape {Y.shape}"
+        )
+    if image_shape is not None and math.prod(Y.shape[1:]) != math.prod(image_shape):
+        raise DataError(
+            f"{name} has images of shape {Y.shape[1:]} ({math.prod(Y.shape[1:])} pixels) but "
+            f"the model was fitted on images of shape {tuple(image_shape)}; pass images of "
+            "that size"
+        )
+    check_finite(Y, name)
+    if dtype is not None:
+        check_representable(Y, dtype, name)
+    if likelihood == "bernoulli":
+        outside = (Y < 0) | (Y > 1)
+        if outside.any():
+            first = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise DataError(
+                f"{name} has {int(outside.sum())} values outside [0, 1] (first at index "
+                f"{first}: {Y[first]!r}), which a Bernoulli likelihood cannot model; rescale "
+                'the images to [0, 1] or use likelihood="gaussian"'
+            )
+    return Y
+
+
+def check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
+    groups = host_array(groups)
+    if groups.dtype == object or groups.dtype.kind not in "biuU":
+        raise DataError(
+            f"{name} has dtype {groups.dtype}; pass integer or string sequence ids"
+        )
+    if groups.ndim == 0:
+        groups = np.full(n, groups[()])
+    if groups.ndim != 1 or groups.shape[0] != n:
+        raise DataError(
+            f"{name} has shape {groups.shape} but there are {n} examples; pass one sequence "
+            "id per example (or None for one sequence)"
+        )
+    return groups

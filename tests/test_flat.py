@@ -136,15 +136,17 @@ def test_reused_gradient_buffers_equal_fresh_gradients(rng):
     eps = rng.standard_normal((1, 5, 3))
     loss, fresh = vae.loss_and_grads(X, eps=eps)
     # every entry must be written, none accumulated: stale NaN would survive either bug
-    vae._gradient_buffers().flat[...] = np.nan
-    loss_reused, reused = vae._loss_and_grads_device(X, eps, reuse_buffers=True)
-    assert isinstance(reused, FlatArrays) and reused.same_layout(vae.params)
+    network = vae.network
+    buffers = network.gradient_buffers()
+    buffers.flat[...] = np.nan
+    loss_reused, reused = network.neg_elbo_and_grads(X, eps, buffers)
+    assert reused is buffers and reused.same_layout(vae.params)
     assert loss_reused == loss
     for name in vae.params:
         np.testing.assert_array_equal(reused[name], fresh[name], err_msg=name)
     # a second call overwrites the same buffers with the second batch's gradients
     _, fresh_second = vae.loss_and_grads(2 * X / 3, eps=eps)
-    again = vae._loss_and_grads_device(2 * X / 3, eps, reuse_buffers=True)[1]
+    again = network.neg_elbo_and_grads(2 * X / 3, eps, network.gradient_buffers())[1]
     assert again is reused
     for name in vae.params:
         np.testing.assert_array_equal(reused[name], fresh_second[name], err_msg=name)
