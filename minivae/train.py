@@ -361,6 +361,8 @@ class _Run:
             self.index, self.done = index + 1, 0
             return
         self.index, self.done = index, epoch
+        self.history["stops"] = [stop for stop in self.history["stops"]
+                                 if stop["phase"] != phase.name]  # the phase goes on
         self.optimizer.load_state_arrays({key[len(OPTIM_PREFIX):]: value
                                           for key, value in arrays.items()
                                           if key.startswith(OPTIM_PREFIX)})
@@ -558,7 +560,7 @@ def _end_phase(run, epoch: int, stopped: bool, progress: bool) -> None:
     best_epoch = epoch
     if run.best is not None:
         best_epoch = run.best[1]
-        run.model.set_state(run.best[2], run.model.get_state()[1])
+        run.model.set_state(run.best[2], None)
     if stopped:
         reason = (f"stopped: no better validation loss for {phase.patience} epochs; kept "
                   f"epoch {best_epoch}")

@@ -47,26 +47,28 @@ history; phases ``"pretrain"``, ``"joint"``, ``"finetune"``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import losses
+from .autoencoder import Autoencoder
 from .backend import get_backend, resolve_dtype
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, NotFittedError
 from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
 from .kernels import reparam_backward, reparam_forward
-from .nn import ACTIVATIONS, MLP, sigmoid
+from .params import FlatArrays
 from .validation import (
-    check_finite,
-    check_representable,
+    check_groups,
+    check_images,
+    check_inputs,
+    check_network,
+    check_positive_int,
     derived_seed,
-    host_array,
     is_int,
-    numeric_host_array,
+    is_positive_real,
 )
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 PHASES = ("pretrain", "joint", "finetune")
 
 #: Parameters of the regression part, frozen in pre-training and in fine-tuning.
@@ -75,85 +77,10 @@ REGRESSION_PARAMS = ("enc.logsigma.W", "enc.logsigma.b", "gp.log_lengthscale")
 _LENGTHSCALE = "gp.log_lengthscale"
 _DATA_KEYS = ("data.X", "data.Y", "data.group_index", "data.group_labels")
 
-# Seed streams derived from the model seed: the Monte-Carlo noise before training (the
-# trainer reseeds it each epoch) and the posterior samples of predict(return_std=True).
+# Seed streams derived from the model seed: the Monte-Carlo noise outside training and the
+# posterior samples of predict(return_std=True).
 _STREAM_NOISE = 1
 _STREAM_PREDICT = 2
-
-
-def _is_positive_real(value) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
-
-
-# ---- input validation at the API edge ------------------------------------------------------
-
-
-def _check_inputs(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
-    """Inputs ``X`` as a finite (n, p) float64 host array (representable in ``dtype``)."""
-    X = numeric_host_array(X, name)
-    if X.ndim == 1:
-        raise DataError(
-            f"{name} must be 2-D (n, p); got shape {X.shape}; for one input feature use "
-            f"{name}.reshape(-1, 1)"
-        )
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"{name} must be 2-D (n, p) with n, p >= 1; got shape {X.shape}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise DataError(
-            f"{name} has {X.shape[1]} columns but the model expects {n_features}; pass rows "
-            f"of width {n_features}"
-        )
-    check_finite(X, name)
-    if dtype is not None:
-        check_representable(X, dtype, name)
-    return X.astype(np.float64, copy=False)
-
-
-def _check_images(Y, likelihood: str, image_shape=None, name: str = "Y",
-                  dtype=None) -> np.ndarray:
-    """Images ``Y`` (n, H, W) or (n, D) as a finite host array (representable in
-    ``dtype``); [0, 1] for Bernoulli."""
-    Y = numeric_host_array(Y, name)
-    if Y.ndim < 2 or Y.shape[0] == 0 or Y.size == 0:
-        raise DataError(
-            f"{name} must hold one image per row, shaped (n, H, W) or (n, D); got shape {Y.shape}"
-        )
-    if image_shape is not None and math.prod(Y.shape[1:]) != math.prod(image_shape):
-        raise DataError(
-            f"{name} has images of shape {Y.shape[1:]} ({math.prod(Y.shape[1:])} pixels) but "
-            f"the model was fitted on images of shape {tuple(image_shape)}; pass images of "
-            "that size"
-        )
-    check_finite(Y, name)
-    if dtype is not None:
-        check_representable(Y, dtype, name)
-    if likelihood == "bernoulli":
-        outside = (Y < 0) | (Y > 1)
-        if outside.any():
-            first = tuple(int(i) for i in np.argwhere(outside)[0])
-            raise DataError(
-                f"{name} has {int(outside.sum())} values outside [0, 1] (first at index "
-                f"{first}: {Y[first]!r}), which a Bernoulli likelihood cannot model; rescale "
-                'the images to [0, 1] or use likelihood="gaussian"'
-            )
-    return Y
-
-
-def _check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
-    groups = host_array(groups)
-    if groups.dtype == object or groups.dtype.kind not in "biuU":
-        raise DataError(
-            f"{name} has dtype {groups.dtype}; pass integer or string sequence ids"
-        )
-    if groups.ndim == 0:
-        groups = np.full(n, groups[()])
-    if groups.ndim != 1 or groups.shape[0] != n:
-        raise DataError(
-            f"{name} has shape {groups.shape} but there are {n} examples; pass one sequence "
-            "id per example (or None for one sequence)"
-        )
-    return groups
 
 
 #: Entries of the largest temporary in :func:`_nearest_distinct_distances` (float64: 32 MiB).
@@ -229,7 +156,7 @@ def _check_episodes(episodes, n: int) -> list:
 # ---- the model ------------------------------------------------------------------------------
 
 
-class VARegressor:
+class VARegressor(RegressorMixin, BaseEstimator):
     """Variational Autoencoded Regression: images regressed from low-dimensional inputs.
 
     Parameters
@@ -241,11 +168,13 @@ class VARegressor:
     activation : {"relu", "tanh", "softplus"}
     likelihood : {"bernoulli", "gaussian"}
         Bernoulli needs images in [0, 1] (grey levels act as soft targets).
-    n_anchor : int, default 12
-        Anchors N per episode; every group needs at least ``n_anchor + 1`` frames.
-    n_query : int, default 8
+    n_anchor : int or None, default None
+        Anchors N per episode. None: ``min(12, round(0.6 n_min))``, ``n_min`` the
+        smallest group's size (at least 1). Every group needs at least ``n_anchor + 1``
+        frames.
+    n_query : int or None, default None
         Queries M per episode (fewer when a group has fewer than ``n_anchor + n_query``
-        frames: all the others are then queries).
+        frames: all the others are then queries). None: ``min(8, n_min - n_anchor)``.
     epochs : (int, int, int), default (20, 30, 10)
         Epochs of pre-training, joint training and fine-tuning.
     lr : float, default 1e-3
@@ -271,92 +200,100 @@ class VARegressor:
     ----------
     These exist after :meth:`fit` (or :meth:`load`).
 
-    params : dict name -> device array
+    params : FlatArrays name -> device array
         ``enc.*`` (heads ``mu``, ``logvar``, ``logsigma``), ``dec.*`` and
-        ``gp.log_lengthscale`` (shape (1,)).
+        ``gp.log_lengthscale`` (shape (1,)); the regression part
+        (:data:`REGRESSION_PARAMS`) last, so that the phases that freeze it update the
+        rest in one optimiser call.
     history_ : dict or None
-        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``phase``, ``seconds``. After
-        :meth:`load`, the history the file holds (None for a file without one).
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``phase``, ``seconds``; and
+        ``stops``, one record per phase. After :meth:`load`, the history the file holds.
     group_labels_ : ndarray
         The distinct group ids seen in training.
-    n_features_ : int
+    n_features_in_, n_features_ : int
         Width p of the inputs.
     image_shape_ : tuple
         Shape of one image, as in ``Y``.
+    n_anchor_, n_query_ : int
+        The episode sizes used.
 
     Notes
     -----
-    Episodes: in each joint or fine-tuning epoch, group g (``n_g`` frames) contributes
-    ``ceil(n_g / (N + M_g))`` episodes, each an independent random draw of ``N + M_g`` of
-    its frames (first N anchors, the rest queries), so every frame is used about once per
-    epoch. The episodes are shuffled and cut into batches. The episode draws come from the
-    trainer's per-epoch shuffle generator, so training is bit-identical for a seed and a
-    device, and resumable.
+    The constructor stores its arguments unchanged (scikit-learn's convention); they are
+    checked by :meth:`fit`. Episodes: in each joint or fine-tuning epoch, group g (``n_g``
+    frames) contributes ``ceil(n_g / (N + M_g))`` episodes, each an independent random
+    draw of ``N + M_g`` of its frames (first N anchors, the rest queries), so every frame
+    is used about once per epoch. The episodes are shuffled and cut into batches. The
+    episode draws come from the trainer's per-epoch shuffle generator, so training is
+    bit-identical for a seed and a device, and resumable.
     """
 
     def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
-                 n_anchor=12, n_query=8, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
+                 n_anchor=None, n_query=None, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
                  lengthscale=None, noise=1e-3, dtype="float32", seed=0, device="cpu"):
-        if is_int(hidden):
-            hidden = (hidden,)
-        hidden = tuple(hidden)
-        for arg, value in (("latent_dim", latent_dim), ("n_anchor", n_anchor),
-                           ("n_query", n_query), ("batch_size", batch_size)):
-            if not is_int(value) or value < 1:
-                raise ValueError(f"{arg}={value!r} must be a positive integer")
-        if not all(is_int(width) and width >= 1 for width in hidden):
-            raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
-        epochs = tuple(epochs) if isinstance(epochs, (tuple, list)) else (epochs,)
-        if len(epochs) != 3 or not all(is_int(e) and e >= 0 for e in epochs):
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.activation = activation
+        self.likelihood = likelihood
+        self.n_anchor = n_anchor
+        self.n_query = n_query
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.lengthscale = lengthscale
+        self.noise = noise
+        self.dtype = dtype
+        self.seed = seed
+        self.device = device
+
+    # ---- arguments, configuration and state ----------------------------------------------
+
+    def _check_arguments(self) -> None:
+        """ValueError naming the first malformed constructor argument."""
+        check_network(self.latent_dim, self.hidden, self.likelihood, self.seed)
+        for arg in ("n_anchor", "n_query"):
+            if getattr(self, arg) is not None:
+                check_positive_int(getattr(self, arg), arg)
+        check_positive_int(self.batch_size, "batch_size")
+        epochs = self.epochs
+        if not (isinstance(epochs, (tuple, list)) and len(epochs) == 3
+                and all(is_int(e) and e >= 0 for e in epochs)):
             raise ValueError(
                 f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
                 "fine-tuning), e.g. (20, 30, 10)"
             )
-        if not _is_positive_real(lr):
-            raise ValueError(f"lr={lr!r} must be a positive number, e.g. 1e-3")
-        if lengthscale is not None and not _is_positive_real(lengthscale):
-            raise ValueError(f"lengthscale={lengthscale!r} must be a positive number or None")
-        if not _is_positive_real(noise):
-            raise ValueError(f"noise={noise!r} must be a positive number, e.g. 1e-3")
-        if not is_int(seed) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
-        self.latent_dim = int(latent_dim)
-        self.hidden = tuple(int(width) for width in hidden)
-        self.activation = activation
-        self.likelihood = likelihood
-        self.n_anchor = int(n_anchor)
-        self.n_query = int(n_query)
-        self.epochs = tuple(int(e) for e in epochs)
-        self.lr = float(lr)
-        self.batch_size = int(batch_size)
-        self.lengthscale = None if lengthscale is None else float(lengthscale)
-        self.noise = float(noise)
-        self.dtype = resolve_dtype(dtype)
-        self.seed = int(seed)
-        self.backend = get_backend(device)
-        self.device = self.backend.name
-        self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
-
-    # ---- configuration and state -------------------------------------------------------
+        if not is_positive_real(self.lr):
+            raise ValueError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
+        if self.lengthscale is not None and not is_positive_real(self.lengthscale):
+            raise ValueError(f"lengthscale={self.lengthscale!r} must be a positive number or None")
+        if not is_positive_real(self.noise):
+            raise ValueError(f"noise={self.noise!r} must be a positive number, e.g. 1e-3")
+        resolve_dtype(self.dtype)
+        get_backend(self.device)
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serialisable."""
         return {
-            "latent_dim": self.latent_dim, "hidden": list(self.hidden),
+            "latent_dim": int(self.latent_dim),
+            "hidden": list(check_network(self.latent_dim, self.hidden, self.likelihood,
+                                         self.seed)),
             "activation": self.activation, "likelihood": self.likelihood,
-            "n_anchor": self.n_anchor, "n_query": self.n_query, "epochs": list(self.epochs),
-            "lr": self.lr, "batch_size": self.batch_size, "lengthscale": self.lengthscale,
-            "noise": self.noise, "dtype": self.dtype.name, "seed": self.seed,
-            "device": self.device,
+            "n_anchor": self.n_anchor, "n_query": self.n_query,
+            "epochs": [int(e) for e in self.epochs], "lr": float(self.lr),
+            "batch_size": int(self.batch_size), "lengthscale": self.lengthscale,
+            "noise": float(self.noise), "dtype": resolve_dtype(self.dtype).name,
+            "seed": int(self.seed), "device": get_backend(self.device).name,
         }
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "params"):
-            raise RuntimeError("this VARegressor is not fitted yet; call fit(X, Y) first")
+        if not hasattr(self, "network"):
+            raise NotFittedError("this VARegressor is not fitted yet; call fit(X, Y) first")
+
+    @property
+    def params(self):
+        """The parameters (:class:`~minivae.params.FlatArrays`, device arrays by name)."""
+        self._check_fitted()
+        return self.network.params
 
     def get_state(self):
         """Host copies of the parameters and training data, and the config (training contract).
@@ -367,18 +304,18 @@ class VARegressor:
             Every parameter by name, and the training data ``data.X`` (n, p),
             ``data.Y`` (n, D), ``data.group_index`` (n,) and ``data.group_labels``.
         meta : dict
-            ``{"config": get_config(), "image_shape": [...]}``.
+            ``{"config": get_config(), "image_shape": [...], "episode": [N, M]}``.
         """
         self._check_fitted()
-        arrays = {name: np.array(self.backend.to_host(value)) for name, value in
-                  self.params.items()}
+        arrays = self.network.host_params()
         arrays.update({
             "data.X": np.array(self.backend.to_host(self._X_train)),
             "data.Y": np.array(self.backend.to_host(self._Y_train)),
             "data.group_index": self._group_index.copy(),
             "data.group_labels": self.group_labels_.copy(),
         })
-        return arrays, {"config": self.get_config(), "image_shape": list(self.image_shape_)}
+        return arrays, {"config": self.get_config(), "image_shape": list(self.image_shape_),
+                        "episode": [self.n_anchor_, self.n_query_]}
 
     def set_state(self, arrays: dict, meta: dict | None = None) -> None:
         """Copy parameters from host ``arrays`` into this model's arrays, in place.
@@ -386,29 +323,11 @@ class VARegressor:
         Names may carry the checkpoint prefix ``"param."``. The training data in
         ``arrays`` (``data.*``) are taken only by a model that has none yet (one that
         :meth:`load` just built); a model being fitted keeps the data given to
-        :meth:`fit`.
-
-        Raises
-        ------
-        CheckpointError
-            A parameter is missing or has the wrong shape.
+        :meth:`fit`. CheckpointError if a parameter is missing or has the wrong shape.
         """
         self._check_fitted()
-        arrays = {name.removeprefix("param."): value
-                  for name, value in arrays.items()}
-        for name, value in self.params.items():
-            if name not in arrays:
-                raise CheckpointError(
-                    f"the state has no parameter {name!r}; it was saved from a model with "
-                    "another architecture (VARegressor.load rebuilds the saved one)"
-                )
-            if tuple(arrays[name].shape) != tuple(value.shape):
-                raise CheckpointError(
-                    f"parameter {name!r} has shape {tuple(arrays[name].shape)} in the state but "
-                    f"{tuple(value.shape)} in this model; load it with VARegressor.load"
-                )
-        for name, value in self.params.items():
-            value[...] = self.backend.asarray(np.asarray(arrays[name]), dtype=self.dtype)
+        self.network.load_params(arrays, "VARegressor")
+        arrays = {name.removeprefix("param."): value for name, value in arrays.items()}
         if not hasattr(self, "_X_train") and all(key in arrays for key in _DATA_KEYS):
             self._set_training_data(arrays["data.X"], arrays["data.Y"],
                                     arrays["data.group_index"], arrays["data.group_labels"])
@@ -427,14 +346,8 @@ class VARegressor:
 
     @classmethod
     def load(cls, path, device=None) -> "VARegressor":
-        """Load a model written by :meth:`save` (or a :meth:`fit` checkpoint).
-
-        Parameters
-        ----------
-        path : str or PathLike
-        device : {"cpu", "gpu", "cuda-sim"} or None
-            Where to put the model; None means the device it was saved from.
-        """
+        """Load a model written by :meth:`save` (or a :meth:`fit` checkpoint) onto ``device``
+        (None: the device it was saved from)."""
         from .checkpoint import load_checkpoint
 
         arrays, meta = load_checkpoint(path, kind="VARegressor")
@@ -454,50 +367,43 @@ class VARegressor:
         config = dict(model_meta["config"])
         if device is not None:
             config["device"] = device
+        config["hidden"], config["epochs"] = tuple(config["hidden"]), tuple(config["epochs"])
         model = cls(**config)
-        model._build(arrays["data.X"].shape[1], tuple(model_meta["image_shape"]))
+        n_anchor, n_query = model_meta["episode"]
+        model._build(arrays["data.X"].shape[1], tuple(model_meta["image_shape"]), n_anchor,
+                     n_query)
         model.set_state(arrays)
         model.history_ = meta.get("history")
         return model
 
-    # ---- building ---------------------------------------------------------------------------
+    # ---- building ------------------------------------------------------------------------
 
-    def _build(self, n_features: int, image_shape: tuple) -> None:
-        """Create the networks and freshly initialised parameters for this data shape.
-
-        Notes
-        -----
-        A host ``np.random.default_rng(seed)`` draws Glorot-uniform weights layer by layer
-        (encoder, then decoder; biases zero), so the initial parameters are the same on
-        every device. ``gp.log_lengthscale`` is set by :meth:`fit`.
-        """
-        self.n_features_ = int(n_features)
+    def _build(self, n_features: int, image_shape: tuple, n_anchor: int, n_query: int) -> None:
+        """Create the networks and freshly initialised parameters for this data shape
+        (:class:`~minivae.autoencoder.Autoencoder`; ``gp.log_lengthscale`` is set by
+        :meth:`fit`)."""
+        self.backend = get_backend(self.device)
+        self._dtype = resolve_dtype(self.dtype)
+        self.n_features_ = self.n_features_in_ = int(n_features)
         self.image_shape_ = tuple(int(s) for s in image_shape)
-        n_pixels = math.prod(self.image_shape_)
-        k = self.latent_dim
-        self.encoder = MLP("enc", n_pixels, self.hidden,
-                           {"mu": k, "logvar": k, "logsigma": 1}, self.activation,
-                           impl=self.backend.kernel_impl)
-        decoder_heads = ({"out": n_pixels} if self.likelihood == "bernoulli"
-                         else {"mean": n_pixels, "logvar": n_pixels})
-        self.decoder = MLP("dec", k, self.hidden[::-1], decoder_heads, self.activation,
-                           impl=self.backend.kernel_impl)
-        init_rng = np.random.default_rng(self.seed)
-        host_params = self.encoder.init_params(init_rng, self.dtype)
-        host_params.update(self.decoder.init_params(init_rng, self.dtype))
-        host_params[_LENGTHSCALE] = np.zeros(1, dtype=self.dtype)
-        self.params = {name: self.backend.asarray(value) for name, value in host_params.items()}
+        self.n_anchor_, self.n_query_ = int(n_anchor), int(n_query)
+        hidden = check_network(self.latent_dim, self.hidden, self.likelihood, self.seed)
+        self.network = Autoencoder(
+            math.prod(self.image_shape_), self.latent_dim, hidden, self.activation,
+            self.likelihood, dtype=self._dtype, backend=self.backend, seed=self.seed,
+            extra_heads={"logsigma": 1}, extra_params={_LENGTHSCALE: (1,)},
+            last=REGRESSION_PARAMS)
+        self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
+        for name in ("_X_train", "_Y_train"):
+            self.__dict__.pop(name, None)
 
     def _set_training_data(self, X, Y, group_index, group_labels) -> None:
-        self._X_train = self._to_device(X)
-        self._Y_train = self._to_device(np.asarray(Y).reshape(len(Y), -1))
+        self._X_train = self.network.to_device(X)
+        self._Y_train = self.network.to_device(np.asarray(Y).reshape(len(Y), -1))
         self._group_index = np.asarray(group_index, dtype=np.int64)
         self.group_labels_ = np.asarray(group_labels)
         self._group_rows = [np.flatnonzero(self._group_index == g)
                             for g in range(len(self.group_labels_))]
-
-    def _to_device(self, array):
-        return self.backend.asarray(np.ascontiguousarray(array, dtype=self.dtype))
 
     def _initial_log_lengthscale(self, X, group_index) -> float:
         """log of the initial lengthscale (class docstring, ``lengthscale``)."""
@@ -508,84 +414,18 @@ class VARegressor:
             X_group = X[group_index == g]
             nearest = _nearest_distinct_distances(X_group)
             if nearest.size:
-                stretch = (X_group.shape[0] / self.n_anchor) ** (1.0 / X.shape[1])
+                stretch = (X_group.shape[0] / self.n_anchor_) ** (1.0 / X.shape[1])
                 spacings.append(float(np.median(nearest)) * stretch)
         return math.log(float(np.median(spacings))) if spacings else 0.0
-
-    # ---- the building blocks of the loss ---------------------------------------------------
-
-    def _encode_device(self, Y):
-        """Encoder heads of device images ``Y`` (n, D).
-
-        Returns ``{"mu": (n, k), "logvar": (n, k), "logsigma": (n, 1)}``; caches what the
-        encoder's backward needs.
-        """
-        return self.encoder.forward(self.params, Y)
-
-    def _decoder_nll_and_grads(self, Z, Y, scale):
-        """Decoder ``-log p(y | z)`` per row and the gradients of ``scale * sum(nll)``.
-
-        Derivation: docs/derivations.md, "Bernoulli log-likelihood from logits",
-        "Gaussian log-likelihood", "Dense layer" and "Activations".
-
-        Returns
-        -------
-        nll : (m,) device array
-        dZ : (m, k) device array
-        grads : dict
-            Every decoder parameter's gradient.
-        """
-        outputs = self.decoder.forward(self.params, Z)
-        nll, doutputs = losses.decoder_nll_and_doutputs(outputs, Y, scale,
-                                                        impl=self.backend.kernel_impl)
-        grads = {}
-        dZ = self.decoder.backward(self.params, doutputs, grads, need_dx=True)
-        return nll, dZ, grads
-
-    def _decode_mean_device(self, Z):
-        outputs = self.decoder.forward(self.params, Z)
-        if self.likelihood == "bernoulli":
-            return sigmoid(outputs["out"])
-        return outputs["mean"]
 
     def _theta(self) -> np.ndarray:
         """GP hyperparameters ``(log l, log variance = 0, log noise)`` as a float64 host array."""
         log_ls = float(self.backend.to_host(self.params[_LENGTHSCALE])[0])
-        return np.array([log_ls, 0.0, math.log(self.noise)])
+        return np.array([log_ls, 0.0, math.log(float(self.noise))])
 
-    def _zero_grads(self, names) -> dict:
-        xp = self.backend.xp
-        return {name: xp.zeros_like(self.params[name]) for name in names}
+    # ---- the joint loss -------------------------------------------------------------------
 
-    # ---- pre-training loss ------------------------------------------------------------------
-
-    def _elbo_loss_and_grads_device(self, Y, eps):
-        """Mean negative ELBO of device images ``Y`` (n, D) with noise ``eps`` (1, n, k).
-
-        Derivation: docs/derivations.md, "The whole chain" (the VAE); the regression
-        parameters get zero gradients.
-        """
-        impl = self.backend.kernel_impl
-        n = Y.shape[0]
-        heads = self._encode_device(Y)
-        mu, logvar = heads["mu"], heads["logvar"]
-        z = reparam_forward(mu, logvar, eps, impl=impl)[0]
-        nll, dz, grads = self._decoder_nll_and_grads(z, Y, 1.0 / n)
-        kl = losses.kl_std_normal(mu, logvar)
-        loss = (float(nll.sum()) + float(kl.sum())) / n
-        dmu, dlogvar = reparam_backward(dz[None], logvar, eps, impl=impl)
-        dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar, scale=1.0 / n)
-        dmu += dmu_kl
-        dlogvar += dlogvar_kl
-        dlogsigma = self.backend.xp.zeros_like(heads["logsigma"])
-        self.encoder.backward(self.params, {"mu": dmu, "logvar": dlogvar, "logsigma": dlogsigma},
-                              grads, need_dx=False)
-        grads.update(self._zero_grads([_LENGTHSCALE]))
-        return loss, {name: grads[name] for name in self.params}
-
-    # ---- the joint loss ---------------------------------------------------------------------
-
-    def _joint_loss_and_grads_device(self, X, Y, episodes, eps):
+    def _joint_loss_and_grads_device(self, X, Y, episodes, eps, grads):
         """The VAR loss of a batch of episodes and its gradient for every parameter.
 
         Derivation: docs/derivations.md, "VAR: forward", "VAR: backward through the
@@ -604,6 +444,8 @@ class VARegressor:
         eps : (1, n_a, k) device array
             Standard-normal noise of the anchors' codes, ``n_a`` the total number of
             anchors, in episode order.
+        grads : dict
+            ``{}`` (fresh arrays) or the reused buffers of the training step.
 
         Returns
         -------
@@ -623,7 +465,7 @@ class VARegressor:
         X_query = X[query_idx]
 
         # Forward 1: encode the anchors; sample their codes ("VAR: forward").
-        heads = self._encode_device(Y_anchor)
+        heads = self.network.encode(Y_anchor)
         mu, logvar, logsigma = heads["mu"], heads["logvar"], heads["logsigma"][:, 0]
         z = reparam_forward(mu, logvar, eps, impl=impl)[0]
         sigma = xp.exp(logsigma)
@@ -631,12 +473,12 @@ class VARegressor:
 
         # Forward 2: per episode, the GP posterior mean of the query codes.
         theta = self._theta()
-        z_query = xp.empty((n_queries, k), dtype=self.dtype)
+        z_query = xp.empty((n_queries, k), dtype=self._dtype)
         caches = []
         a0 = q0 = 0
         for anchors, queries in episodes:
             a1, q1 = a0 + anchors.size, q0 + queries.size
-            amp_query = xp.sqrt(sigma[a0:a1].mean()) * xp.ones(queries.size, dtype=self.dtype)
+            amp_query = xp.sqrt(sigma[a0:a1].mean()) * xp.ones(queries.size, dtype=self._dtype)
             z_query[q0:q1], cache = posterior_mean(
                 X_anchor[a0:a1], z[a0:a1], X_query[q0:q1], theta,
                 amp_train=amp[a0:a1], amp_test=amp_query, backend=self.backend)
@@ -646,8 +488,8 @@ class VARegressor:
         # Forward 3 + backward 1: decode anchors and queries in one pass
         # ("VAR: backward through the decoder").
         Y_all = xp.concatenate([Y_anchor, Y[query_idx]])
-        nll, dz_all, grads = self._decoder_nll_and_grads(
-            xp.concatenate([z, z_query]), Y_all, scale)
+        nll, dz_all, grads = self.network.decoder_loss_and_grads(
+            xp.concatenate([z, z_query]), Y_all, scale, grads)
         kl = losses.kl_std_normal(mu, logvar)
         loss = (float(nll.sum()) + float(kl.sum())) * scale
         dz = dz_all[:n_anchors]
@@ -656,7 +498,7 @@ class VARegressor:
         # Backward 2: through each episode's posterior mean into the anchors' codes,
         # amplitudes and the lengthscale ("VAR: backward through the GP posterior mean",
         # "VAR: amplitudes", "VAR: lengthscale").
-        dlogsigma = xp.empty(n_anchors, dtype=self.dtype)
+        dlogsigma = xp.empty(n_anchors, dtype=self._dtype)
         dlog_lengthscale = 0.0
         a0 = q0 = 0
         for (anchors, queries), cache in zip(episodes, caches):
@@ -676,11 +518,19 @@ class VARegressor:
         dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar, scale=scale)
         dmu += dmu_kl
         dlogvar += dlogvar_kl
-        self.encoder.backward(self.params, {"mu": dmu, "logvar": dlogvar,
-                                            "logsigma": dlogsigma[:, None]},
-                              grads, need_dx=False)
-        grads[_LENGTHSCALE] = self.backend.asarray(np.array([dlog_lengthscale], dtype=self.dtype))
+        self.network.encoder_backward({"mu": dmu, "logvar": dlogvar,
+                                       "logsigma": dlogsigma[:, None]}, grads)
+        if isinstance(grads, FlatArrays):
+            grads[_LENGTHSCALE][...] = dlog_lengthscale
+            return loss, grads
+        grads[_LENGTHSCALE] = self.backend.asarray(np.array([dlog_lengthscale], dtype=self._dtype))
         return loss, {name: grads[name] for name in self.params}
+
+    # ---- the losses at the API edge --------------------------------------------------------
+
+    def _device_images(self, Y):
+        Y = check_images(Y, self.likelihood, self.image_shape_, dtype=self._dtype)
+        return self.network.to_device(Y.reshape(Y.shape[0], -1))
 
     def loss_and_grads(self, X, Y, episodes, eps=None):
         """The joint VAR loss of given episodes and its gradient (for tests and learners).
@@ -703,48 +553,34 @@ class VARegressor:
         loss : float
             Nats per example.
         grads : dict name -> device array
-            Same keys and order as ``params``.
+            Fresh arrays, same keys and order as ``params``.
         """
         self._check_fitted()
-        X = self._to_device(_check_inputs(X, "X", self.n_features_, self.dtype))
-        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
-        Y = self._to_device(Y.reshape(Y.shape[0], -1))
+        X = self.network.to_device(check_inputs(X, "X", self.n_features_, self._dtype))
+        Y = self._device_images(Y)
         episodes = _check_episodes(episodes, X.shape[0])
         n_anchors = sum(anchors.size for anchors, _ in episodes)
-        eps = self._anchor_noise(n_anchors) if eps is None else self._check_eps(eps, n_anchors)
-        return self._joint_loss_and_grads_device(X, Y, episodes, eps)
+        eps = (self.network.draw_eps(self._rng, 1, n_anchors) if eps is None
+               else self.network.check_eps(eps, n_anchors, samples=False))
+        return self._joint_loss_and_grads_device(X, Y, episodes, eps, {})
 
     def elbo_loss_and_grads(self, Y, eps=None):
-        """Mean negative ELBO of images ``Y`` (the pre-training loss) and its gradient.
+        """Mean negative ELBO of images ``Y`` (the pre-training loss) and its gradient;
+        ``eps`` (n, k) is the reparameterisation noise (default: the model's generator).
+        The regression parameters get zero gradients.
 
         Derivation: docs/derivations.md, "The whole chain" (the VAE's).
-
-        Parameters
-        ----------
-        Y : (n, H, W) or (n, D) array
-        eps : (n, k) array, optional
-            Reparameterisation noise; default drawn from the model's generator.
         """
         self._check_fitted()
-        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
-        Y = self._to_device(Y.reshape(Y.shape[0], -1))
-        eps = (self._anchor_noise(Y.shape[0]) if eps is None
-               else self._check_eps(eps, Y.shape[0]))
-        return self._elbo_loss_and_grads_device(Y, eps)
+        Y = self._device_images(Y)
+        eps = (self.network.draw_eps(self._rng, 1, Y.shape[0]) if eps is None
+               else self.network.check_eps(eps, Y.shape[0], samples=False))
+        return self.network.neg_elbo_and_grads(Y, eps, {})
 
-    def _anchor_noise(self, n):
-        return self._rng.standard_normal((1, n, self.latent_dim), dtype=self.dtype)
-
-    def _check_eps(self, eps, n):
-        given = tuple(np.shape(eps))
-        if given != (n, self.latent_dim):
-            raise DataError(f"eps has shape {given}; expected ({n}, {self.latent_dim})")
-        return self.backend.xp.ascontiguousarray(self.backend.asarray(eps, dtype=self.dtype)[None])
-
-    # ---- training ---------------------------------------------------------------------------
+    # ---- training ------------------------------------------------------------------------
 
     def _episodes_per_batch(self) -> int:
-        return max(1, self.batch_size // (self.n_anchor + self.n_query))
+        return max(1, self.batch_size // (self.n_anchor_ + self.n_query_))
 
     def _draw_batches(self, rng: np.random.Generator) -> list:
         """One epoch of joint batches: flat row-index arrays of whole episodes.
@@ -756,7 +592,7 @@ class VARegressor:
         episodes = []
         for rows in self._group_rows:
             n_g = rows.size
-            size = self.n_anchor + min(self.n_query, n_g - self.n_anchor)
+            size = self.n_anchor_ + min(self.n_query_, n_g - self.n_anchor_)
             n_episodes = -(-n_g // size)
             episodes.extend(rows[_draw_episode_rows(rng, n_episodes, n_g, size)])
         order = rng.permutation(len(episodes))
@@ -770,10 +606,21 @@ class VARegressor:
         start = 0
         while start < idx.size:
             n_g = self._group_rows[self._group_index[idx[start]]].size
-            end = start + self.n_anchor + min(self.n_query, n_g - self.n_anchor)
-            episodes.append((idx[start:start + self.n_anchor], idx[start + self.n_anchor:end]))
+            end = start + self.n_anchor_ + min(self.n_query_, n_g - self.n_anchor_)
+            episodes.append((idx[start:start + self.n_anchor_], idx[start + self.n_anchor_:end]))
             start = end
         return episodes
+
+    def _episode_sizes(self, counts) -> tuple:
+        """``(n_anchor_, n_query_)`` from the arguments, or from the smallest group's size."""
+        n_min = int(counts.min())
+        n_anchor = self.n_anchor
+        if n_anchor is None:
+            n_anchor = max(1, min(12, round(0.6 * n_min), n_min - 1))
+        n_query = self.n_query
+        if n_query is None:
+            n_query = max(1, min(8, n_min - n_anchor))
+        return int(n_anchor), int(n_query)
 
     def fit(self, X, Y, groups=None, progress=True, checkpoint=None, resume=False):
         """Train with the three-phase schedule: pre-training, joint, fine-tuning.
@@ -788,7 +635,7 @@ class VARegressor:
             Sequence id of each example; the GP regresses within a group. None: one group.
             Every group needs at least ``n_anchor + 1`` examples.
         progress : bool
-            Show a progress bar per epoch.
+            A progress bar per phase on a terminal, one line per phase elsewhere.
         checkpoint : path, optional
             Save model, optimiser and data there after every epoch; :meth:`load` reads it.
         resume : bool
@@ -800,6 +647,8 @@ class VARegressor:
 
         Raises
         ------
+        ValueError
+            A malformed constructor argument.
         DataError
             Malformed data (nothing is changed on the model then).
         TrainingDivergedError
@@ -809,59 +658,59 @@ class VARegressor:
         -----
         CPU training pins its threads to CPUs while it runs: :func:`minivae.train.fit_loop`.
         """
-        from .train import fit_loop
+        from .train import Phase, fit_loop
 
-        X = _check_inputs(X, dtype=self.dtype)
-        Y = _check_images(Y, self.likelihood, dtype=self.dtype)
+        self._check_arguments()
+        dtype = resolve_dtype(self.dtype)
+        X = check_inputs(X, dtype=dtype)
+        Y = check_images(Y, self.likelihood, dtype=dtype)
         n = X.shape[0]
         if Y.shape[0] != n:
             raise DataError(
                 f"X has {n} rows but Y has {Y.shape[0]} images; give one image per input row"
             )
-        groups = np.zeros(n, dtype=np.int64) if groups is None else _check_groups(groups, n)
+        groups = np.zeros(n, dtype=np.int64) if groups is None else check_groups(groups, n)
         group_labels, group_index = np.unique(groups, return_inverse=True)
         counts = np.bincount(group_index, minlength=group_labels.size)
-        small = np.flatnonzero(counts < self.n_anchor + 1)
+        n_anchor, n_query = self._episode_sizes(counts)
+        small = np.flatnonzero(counts < n_anchor + 1)
         if small.size:
             g = small[0]
             raise DataError(
                 f"group {group_labels[g].item()!r} has {counts[g]} training frames but n_anchor="
-                f"{self.n_anchor} needs at least {self.n_anchor + 1} (the anchors and one "
+                f"{n_anchor} needs at least {n_anchor + 1} (the anchors and one "
                 f"query); {small.size} group(s) are too small. Lower n_anchor to at most "
-                f"{counts.min() - 1} or give every group more frames"
+                f"{counts.min() - 1} (or leave it None) or give every group more frames"
             )
 
-        self._build(X.shape[1], Y.shape[1:])
+        self._build(X.shape[1], Y.shape[1:], n_anchor, n_query)
         self._set_training_data(X, Y, group_index, group_labels)
         self.params[_LENGTHSCALE][...] = self._initial_log_lengthscale(X, group_index)
-        X_train, Y_train = self._X_train, self._Y_train
+        network, X_train, Y_train = self.network, self._X_train, self._Y_train
 
-        def pretrain_step(idx):
-            Y_batch = Y_train[self.backend.asarray(idx)]
-            return self._elbo_loss_and_grads_device(Y_batch, self._anchor_noise(len(idx)))
+        def pretrain_step(idx, rng):
+            return network.neg_elbo_and_grads(Y_train[self.backend.asarray(idx)],
+                                              network.draw_eps(rng, 1, len(idx)),
+                                              network.gradient_buffers())
 
-        def joint_step(idx):
+        def joint_step(idx, rng):
             episodes = self._split_episodes(idx)
-            n_anchors = self.n_anchor * len(episodes)
-            return self._joint_loss_and_grads_device(X_train, Y_train, episodes,
-                                                     self._anchor_noise(n_anchors))
+            eps = network.draw_eps(rng, 1, self.n_anchor_ * len(episodes))
+            return self._joint_loss_and_grads_device(X_train, Y_train, episodes, eps,
+                                                     network.gradient_buffers())
 
-        all_names = list(self.params)
-        network_names = [name for name in all_names if name not in REGRESSION_PARAMS]
-        common = dict(lr=self.lr, progress=progress, checkpoint=checkpoint, resume=resume,
-                      kind="VARegressor", phases=PHASES)
-        history = fit_loop(self, n, pretrain_step, epochs=self.epochs[0],
-                           batch_size=self.batch_size, param_names=network_names,
-                           phase=PHASES[0], **common)
-        history = fit_loop(self, n, joint_step, epochs=self.epochs[1], batches=self._draw_batches,
-                           param_names=all_names, phase=PHASES[1], history=history, **common)
-        history = fit_loop(self, n, joint_step, epochs=self.epochs[2], batches=self._draw_batches,
-                           param_names=network_names, phase=PHASES[2], history=history,
-                           **common)
-        self.history_ = history
+        networks = tuple(name for name in self.params if name not in REGRESSION_PARAMS)
+        pre, joint, fine = (int(e) for e in self.epochs)
+        phases = [Phase(PHASES[0], pre, pretrain_step, trainable=networks),
+                  Phase(PHASES[1], joint, joint_step, batches=self._draw_batches),
+                  Phase(PHASES[2], fine, joint_step, trainable=networks,
+                        batches=self._draw_batches)]
+        self.history_ = fit_loop(self, phases, n_examples=n, batch_size=int(self.batch_size),
+                                 lr=float(self.lr), progress=progress, checkpoint=checkpoint,
+                                 resume=resume, kind="VARegressor")
         return self
 
-    # ---- prediction -------------------------------------------------------------------------
+    # ---- prediction ----------------------------------------------------------------------
 
     @property
     def lengthscale_(self) -> float:
@@ -878,7 +727,7 @@ class VARegressor:
                     "(one of the training group ids per input row)"
                 )
             return np.zeros(m, dtype=np.int64)
-        groups = _check_groups(groups, m)
+        groups = check_groups(groups, m)
         lookup = {label.item(): g for g, label in enumerate(self.group_labels_)}
         unknown = [label for label in np.unique(groups) if label.item() not in lookup]
         if unknown:
@@ -901,17 +750,17 @@ class VARegressor:
         Derivation: docs/derivations.md, "VAR: prediction".
         """
         self._check_fitted()
-        X_new = _check_inputs(X_new, "X_new", self.n_features_, self.dtype)
+        X_new = check_inputs(X_new, "X_new", self.n_features_, self._dtype)
         group_ids = self._group_ids(groups, X_new.shape[0])
         xp = self.backend.xp
-        X_dev = self._to_device(X_new).astype(xp.float64)
-        theta = np.array([self._theta()[0], 0.0, math.log(self.noise)])
-        mean = xp.empty((X_new.shape[0], self.latent_dim), dtype=self.dtype)
-        var = xp.empty(X_new.shape[0], dtype=self.dtype)
+        X_dev = self.network.to_device(X_new).astype(xp.float64)
+        theta = np.array([self._theta()[0], 0.0, math.log(float(self.noise))])
+        mean = xp.empty((X_new.shape[0], self.latent_dim), dtype=self._dtype)
+        var = xp.empty(X_new.shape[0], dtype=self._dtype)
         for g in np.unique(group_ids):
             out_rows = self.backend.asarray(np.flatnonzero(group_ids == g))
             rows = self.backend.asarray(self._group_rows[g])
-            heads = self._encode_device(self._Y_train[rows])
+            heads = self.network.encode(self._Y_train[rows])
             codes = heads["mu"].astype(xp.float64)
             sigma = xp.exp(heads["logsigma"][:, 0].astype(xp.float64))
             amp = xp.sqrt(sigma)
@@ -970,54 +819,37 @@ class VARegressor:
             raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
         mean, var = self._condition(X_new, groups)
         m = mean.shape[0]
-        images = self.backend.to_host(self._decode_mean_device(mean))
+        images = self.backend.to_host(self.network.decode_mean(mean))
         images = images.reshape((m, *self.image_shape_))
         if not return_std:
             return images
         rng = self.backend.rng(derived_seed(self.seed, _STREAM_PREDICT))
-        eps = rng.standard_normal((n_samples, m, self.latent_dim), dtype=self.dtype)
+        eps = rng.standard_normal((n_samples, m, self.latent_dim), dtype=self._dtype)
         codes = mean[None] + self.backend.xp.sqrt(var)[None, :, None] * eps
-        decoded = self._decode_mean_device(codes.reshape(n_samples * m, self.latent_dim))
+        decoded = self.network.decode_mean(codes.reshape(n_samples * m, self.latent_dim))
         std = decoded.reshape(n_samples, m, -1).std(axis=0)
         return images, self.backend.to_host(std).reshape((m, *self.image_shape_))
 
+    def score(self, X, Y, groups=None) -> float:
+        """Coefficient of determination R^2 of the predicted pixels (scikit-learn's
+        regressor score, over every pixel of every image)."""
+        from sklearn.metrics import r2_score
+
+        Y = check_images(Y, self.likelihood, dtype=self._dtype)
+        predicted = self.predict(X, groups)
+        return float(r2_score(Y.reshape(Y.shape[0], -1), predicted.reshape(Y.shape[0], -1)))
+
     def encode(self, Y):
-        """Encoder outputs of images.
-
-        Parameters
-        ----------
-        Y : (n, H, W) or (n, D) array
-
-        Returns
-        -------
-        mu, logvar : (n, k) host arrays
-        logsigma : (n,) host array
-            log of the kernel amplitude squared, ``sigma = exp(logsigma)``.
-        """
+        """Encoder outputs of images ``Y`` (n, H, W) or (n, D): ``mu, logvar`` (n, k) and
+        ``logsigma`` (n,), the log of the kernel amplitude squared, host arrays."""
         self._check_fitted()
-        Y = _check_images(Y, self.likelihood, self.image_shape_, dtype=self.dtype)
-        heads = self._encode_device(self._to_device(Y.reshape(Y.shape[0], -1)))
+        heads = self.network.encode(self._device_images(Y))
         to_host = self.backend.to_host
         return to_host(heads["mu"]), to_host(heads["logvar"]), to_host(heads["logsigma"][:, 0])
 
     def decode(self, Z):
-        """Decoder mean for latent codes.
-
-        Parameters
-        ----------
-        Z : (m, k) array
-
-        Returns
-        -------
-        images : (m, *image_shape) host array
-        """
+        """Decoder mean for latent codes ``Z`` (m, k): images (m, *image_shape), host."""
         self._check_fitted()
-        Z = _check_inputs(Z, "Z", self.latent_dim, self.dtype)
-        images = self.backend.to_host(self._decode_mean_device(self._to_device(Z)))
+        Z = check_inputs(Z, "Z", int(self.latent_dim), self._dtype)
+        images = self.backend.to_host(self.network.decode_mean(self.network.to_device(Z)))
         return images.reshape((Z.shape[0], *self.image_shape_))
-
-    def __repr__(self):
-        return (f"VARegressor(latent_dim={self.latent_dim}, hidden={self.hidden}, "
-                f"likelihood={self.likelihood!r}, n_anchor={self.n_anchor}, "
-                f"n_query={self.n_query}, epochs={self.epochs}, dtype={self.dtype.name!r}, "
-                f"device={self.device!r})")

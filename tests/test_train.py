@@ -7,16 +7,16 @@ from minivae import VAE, train
 from minivae.backend import get_backend
 from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.errors import CheckpointError, TrainingDivergedError
-from minivae.train import default_batches, epoch_seed, fit_loop, load_model_state
+from minivae.train import Phase, default_batches, epoch_seed, fit_loop
 from minivae.var import VARegressor
 
 
 class NoisyLinearRegression:
     """y ~ X W + b, loss 0.5 * mean ||X W + b - y||^2 over a batch.
 
-    ``noise > 0`` adds ``noise * eps`` to the gradient of W with eps drawn from
-    ``self._rng``, the model's Monte-Carlo generator, so the trainer's reseeding of it is
-    part of what resume must reproduce.
+    ``noise > 0`` adds ``noise * eps`` to the gradient of W with eps drawn from the epoch's
+    Monte-Carlo generator the trainer hands the step, so its reseeding is part of what
+    resume must reproduce.
     """
 
     def __init__(self, X, Y, seed=0, device="cpu", dtype=np.float64, noise=0.0):
@@ -33,10 +33,9 @@ class NoisyLinearRegression:
             "W": self.backend.asarray(init.standard_normal((d, k)), dtype=self.dtype),
             "b": xp.zeros(k, dtype=self.dtype),
         }
-        self._rng = self.backend.rng(seed)
         self.seen = []
 
-    def loss_and_grads(self, idx):
+    def loss_and_grads(self, idx, rng=None):
         self.seen.append(np.array(idx))
         X, Y = self.X[idx], self.Y[idx]
         residual = X @ self.params["W"] + self.params["b"] - Y
@@ -44,7 +43,7 @@ class NoisyLinearRegression:
         dresidual = residual / len(idx)
         dW = X.T @ dresidual
         if self.noise:
-            dW = dW + self.noise * self._rng.standard_normal(dW.shape).astype(self.dtype)
+            dW = dW + self.noise * rng.standard_normal(dW.shape).astype(self.dtype)
         return loss, {"W": dW, "b": dresidual.sum(axis=0)}
 
     def full_loss(self):
@@ -74,10 +73,25 @@ def _model(**kwargs):
     return NoisyLinearRegression(X, Y, **kwargs)
 
 
-def _fit(model, **kwargs):
+def _phase(name="train", epochs=1, step=None, **kwargs):
+    return name, epochs, step, kwargs
+
+
+def _run(model, phases, **kwargs):
+    """fit_loop over ``phases``: (name, epochs, step or None for the model's, Phase kwargs)."""
     kwargs.setdefault("batch_size", 10)
     kwargs.setdefault("progress", False)
-    return fit_loop(model, model.X.shape[0], model.loss_and_grads, **kwargs)
+    kwargs.setdefault("kind", "vae")
+    built = [Phase(name, epochs, step or model.loss_and_grads, **options)
+             for name, epochs, step, options in phases]
+    return fit_loop(model, built, n_examples=model.X.shape[0], **kwargs)
+
+
+def _fit(model, epochs=1, phase="train", step=None, trainable=None, batches=None,
+         evaluate=None, patience=None, **kwargs):
+    """One phase."""
+    options = dict(trainable=trainable, batches=batches, evaluate=evaluate, patience=patience)
+    return _run(model, [_phase(phase, epochs, step, **options)], **kwargs)
 
 
 def test_epoch_seed_is_the_documented_seedsequence_hash():
@@ -105,10 +119,12 @@ def test_loop_reduces_the_loss(optimizer, lr):
 def test_history_has_one_entry_per_epoch_and_weighted_mean_train_loss():
     model = _model()
     history = _fit(model, epochs=3, evaluate=model.full_loss, phase="warmup")
-    assert set(history) == {"epoch", "train_loss", "val_loss", "phase", "seconds"}
+    assert set(history) == {"epoch", "train_loss", "val_loss", "phase", "seconds", "stops"}
+    assert history["stops"] == [{"phase": "warmup", "epochs": 3, "best_epoch": 3,
+                                 "reason": "ran all 3 epochs"}]
     assert history["epoch"] == [1, 2, 3]
     assert history["phase"] == ["warmup"] * 3
-    assert all(len(values) == 3 for values in history.values())
+    assert all(len(history[key]) == 3 for key in train.HISTORY_KEYS)
     assert all(seconds >= 0 for seconds in history["seconds"])
     assert history["val_loss"][-1] == model.full_loss()
     assert all(np.isfinite(loss) for loss in history["train_loss"])
@@ -118,36 +134,34 @@ def test_train_loss_is_batch_size_weighted():
     model = _model()
     losses = []
 
-    def recording(idx):
-        loss, grads = model.loss_and_grads(idx)
+    def recording(idx, rng):
+        loss, grads = model.loss_and_grads(idx, rng)
         losses.append((loss, len(idx)))
         return loss, grads
 
-    history = fit_loop(model, 53, recording, epochs=1, batch_size=20, lr=1e-3, progress=False)
+    history = _fit(model, epochs=1, step=recording, batch_size=20, lr=1e-3)
     expected = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
     assert [n for _, n in losses] == [20, 20, 13]
     assert history["train_loss"] == [pytest.approx(expected, rel=1e-15)]
     assert history["val_loss"] == [None]
 
 
-def test_history_argument_is_appended_to_not_modified():
-    model = _model()
-    first = _fit(model, epochs=2, phase="a")
-    second = _fit(model, epochs=1, phase="b", history=first)
-    assert first["phase"] == ["a", "a"]
-    assert second["phase"] == ["a", "a", "b"]
-    assert second["epoch"] == [1, 2, 1]
+def test_phases_share_one_history_with_epochs_counted_per_phase():
+    history = _run(_model(), [_phase("a", 2), _phase("skipped", 0), _phase("b", 1)])
+    assert history["phase"] == ["a", "a", "b"]
+    assert history["epoch"] == [1, 2, 1]
+    assert [stop["phase"] for stop in history["stops"]] == ["a", "b"]
 
 
 def test_shuffle_and_noise_generators_are_reseeded_every_epoch():
     model = _model(noise=0.1)
     draws = []
 
-    def recording(idx):
-        draws.append((np.array(idx), float(model._rng.standard_normal())))
-        return model.loss_and_grads(idx)
+    def recording(idx, rng):
+        draws.append((np.array(idx), float(rng.standard_normal())))
+        return model.loss_and_grads(idx, rng)
 
-    fit_loop(model, 53, recording, epochs=2, batch_size=60, progress=False)
+    _fit(model, epochs=2, step=recording, batch_size=60)
     for epoch, (idx, first_draw) in enumerate(draws, start=1):
         shuffle = np.random.default_rng(epoch_seed(0, epoch, 0))
         np.testing.assert_array_equal(idx, shuffle.permutation(53))
@@ -186,15 +200,14 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(tmp_path):
     crashing = _model(noise=0.05)
     calls = []
 
-    def crash_in_epoch_3(idx):
+    def crash_in_epoch_3(idx, rng):
         calls.append(1)
         if len(calls) == 2 * 6 + 3:  # 6 batches per epoch: step 3 of epoch 3
             raise _Crash
-        return crashing.loss_and_grads(idx)
+        return crashing.loss_and_grads(idx, rng)
 
     with pytest.raises(_Crash):
-        fit_loop(crashing, 53, crash_in_epoch_3, epochs=4, batch_size=10, lr=0.01,
-                 checkpoint=path, progress=False)
+        _fit(crashing, epochs=4, step=crash_in_epoch_3, lr=0.01, checkpoint=path)
     assert load_checkpoint(path)[1]["epoch"] == 2
 
     resumed = _model(noise=0.05)
@@ -229,19 +242,15 @@ def test_resume_with_another_optimizer_is_refused(tmp_path):
 
 
 def test_two_phases_resume_to_the_same_parameters(tmp_path):
-    def two_phases(model, path, resume):
-        history = _fit(model, epochs=2, phase="all", checkpoint=path, resume=resume, lr=0.01)
-        return _fit(model, epochs=3, phase="W only", param_names=["W"], history=history,
+    def two_phases(model, path, resume, second=3):
+        return _run(model, [_phase("all", 2), _phase("W only", second, trainable=("W",))],
                     checkpoint=path, resume=resume, lr=0.01)
 
     straight = _model(noise=0.05)
     straight_history = two_phases(straight, None, False)
 
     path = tmp_path / "run.npz"
-    interrupted = _model(noise=0.05)
-    _fit(interrupted, epochs=2, phase="all", checkpoint=path, lr=0.01)
-    _fit(interrupted, epochs=1, phase="W only", param_names=["W"], checkpoint=path, lr=0.01,
-         history=load_checkpoint(path)[1]["history"])
+    two_phases(_model(noise=0.05), path, False, second=1)  # ends with 1 epoch of "W only"
 
     resumed = _model(noise=0.05)
     history = two_phases(resumed, path, True)
@@ -249,6 +258,7 @@ def test_two_phases_resume_to_the_same_parameters(tmp_path):
         np.testing.assert_array_equal(resumed.params[name], straight.params[name])
     assert history["phase"] == ["all", "all", "W only", "W only", "W only"]
     assert history["train_loss"] == straight_history["train_loss"]
+    assert history["stops"] == straight_history["stops"]
 
 
 def _snapshot(model):
@@ -355,41 +365,36 @@ def test_resume_refuses_a_checkpoint_beyond_the_epochs_asked_for(tmp_path):
     path = tmp_path / "run.npz"
     _fit(_model(), epochs=3, checkpoint=path)
     model = _model()
-    with pytest.raises(CheckpointError, match=r"training phase 'train' and already holds 3 "
-                                              r"epochs of it, more than the 2 this run asks for"):
+    with pytest.raises(CheckpointError, match=r"already holds 3 epochs of phase 'train', more "
+                                              r"than the 2 this run asks for"):
         _fit(model, epochs=2, checkpoint=path, resume=True)
 
 
 @pytest.mark.parametrize("first_epochs", [1, 3])
 def test_resume_refuses_to_change_a_finished_phase(tmp_path, first_epochs):
     path = tmp_path / "run.npz"
-    model = _model()
-    history = _fit(model, epochs=2, phase="a", checkpoint=path)
-    _fit(model, epochs=1, phase="b", history=history, checkpoint=path)
+    _run(_model(), [_phase("a", 2), _phase("b", 1)], checkpoint=path)
     resumed = _model()
     before = _snapshot(resumed)
     with pytest.raises(CheckpointError) as info:
-        _fit(resumed, epochs=first_epochs, phase="a", checkpoint=path, resume=True)
-    assert (f"was written in phase 'b', after its run did 2 epochs of phase 'a', but this run "
-            f"asks for {first_epochs} epochs of 'a'; a finished phase cannot be extended or "
+        _run(resumed, [_phase("a", first_epochs), _phase("b", 1)], checkpoint=path, resume=True)
+    assert (f"was written in phase 'b', after its run had finished phase 'a' with epochs=2, "
+            f"but this run asks for {first_epochs}; a finished phase cannot be extended or "
             "shortened on resume") in str(info.value)
     _assert_unchanged(resumed, before)
 
 
-def _three_phases(model, epochs, path=None, resume=False, phases=("a", "b", "c")):
-    history = None
-    for phase, n_epochs in zip(("a", "b", "c"), epochs):
-        history = _fit(model, epochs=n_epochs, phase=phase, phases=phases, history=history,
-                       checkpoint=path, resume=resume, lr=0.01)
-    return history
+def _three_phases(model, epochs, path=None, resume=False):
+    return _run(model, [_phase(name, n) for name, n in zip("abc", epochs)], checkpoint=path,
+                resume=resume, lr=0.01)
 
 
 def test_phases_tell_a_skipped_phase_from_an_earlier_one(tmp_path):
     path = tmp_path / "run.npz"
     _three_phases(_model(noise=0.05), (1, 0, 1), path)
     # Phase b had no epochs before the checkpoint's phase c: it cannot get one now.
-    with pytest.raises(CheckpointError, match="after its run did 0 epochs of phase 'b', but "
-                                              "this run asks for 1 epochs of 'b'"):
+    with pytest.raises(CheckpointError, match="after its run had finished phase 'b' with "
+                                              "epochs=0, but this run asks for 1"):
         _three_phases(_model(noise=0.05), (1, 1, 1), path, resume=True)
     # Extending the checkpoint's own phase continues it bit-identically.
     straight = _model(noise=0.05)
@@ -439,8 +444,8 @@ def test_varegressor_resume_checks_its_schedule_and_config(tmp_path):
     path = tmp_path / "run.npz"
     _tiny_var((1, 1, 0)).fit(X, Y, progress=False, checkpoint=path)
     # One more pre-training epoch would have to run before the joint epoch on file.
-    with pytest.raises(CheckpointError, match="after its run did 1 epochs of phase 'pretrain', "
-                                              "but this run asks for 2 epochs of 'pretrain'"):
+    with pytest.raises(CheckpointError, match="after its run had finished phase 'pretrain' "
+                                              "with epochs=1, but this run asks for 2"):
         _tiny_var((2, 1, 0)).fit(X, Y, progress=False, checkpoint=path, resume=True)
     with pytest.raises(CheckpointError, match="config.seed is 1 in the checkpoint but 2 here"):
         _tiny_var((1, 1, 0), seed=2).fit(X, Y, progress=False, checkpoint=path, resume=True)
@@ -458,9 +463,9 @@ def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
     calls = []
     snapshot = {}
 
-    def breaks_at_epoch_2_step_3(idx):
+    def breaks_at_epoch_2_step_3(idx, rng):
         calls.append(1)
-        loss, grads = model.loss_and_grads(idx)
+        loss, grads = model.loss_and_grads(idx, rng)
         if len(calls) == 6 + 3:
             snapshot["params"] = {name: value.copy() for name, value in model.params.items()}
             snapshot["file"] = path.read_bytes()
@@ -470,8 +475,8 @@ def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
         return loss, grads
 
     with pytest.raises(TrainingDivergedError) as info:
-        fit_loop(model, 53, breaks_at_epoch_2_step_3, epochs=3, batch_size=10, lr=0.01,
-                 checkpoint=path, phase="pretrain", progress=False)
+        _fit(model, epochs=3, step=breaks_at_epoch_2_step_3, lr=0.01, checkpoint=path,
+             phase="pretrain")
     message = str(info.value)
     assert "phase 'pretrain'" in message
     assert "epoch 2" in message and "step 3 of 6" in message
@@ -488,7 +493,7 @@ def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, bad):
 def test_divergence_without_checkpoint_says_so():
     model = _model()
     with pytest.raises(TrainingDivergedError, match="no checkpoint was being written"):
-        fit_loop(model, 53, lambda idx: (float("inf"), {}), epochs=1, progress=False)
+        _fit(model, step=lambda idx, rng: (float("inf"), {}))
 
 
 def test_nonfinite_validation_loss_raises_before_saving(tmp_path):
@@ -499,11 +504,11 @@ def test_nonfinite_validation_loss_raises_before_saving(tmp_path):
     assert not path.exists()
 
 
-def test_param_names_freezes_the_others():
+def test_trainable_freezes_the_others():
     model = _model()
     b_before = model.params["b"].copy()
     W_before = model.params["W"].copy()
-    _fit(model, epochs=2, param_names=["W"], lr=0.01)
+    _fit(model, epochs=2, trainable=("W",), lr=0.01)
     np.testing.assert_array_equal(model.params["b"], b_before)
     assert not np.array_equal(model.params["W"], W_before)
 
@@ -546,9 +551,9 @@ def test_checkpoint_every_cadence(tmp_path, monkeypatch):
     assert meta["optimizer"]["t"] == 5 * 6 and meta["phase"] == "train"
     assert meta["batch_size"] == 10
     assert meta["history"]["epoch"] == [1, 2, 3, 4, 5]
-    model_arrays, model_meta = load_model_state(path, kind="LinReg")
-    np.testing.assert_array_equal(model_arrays["W"], model.params["W"])
-    assert model_meta == {"seed": 0, "noise": 0.0, "dtype": "float64", "device": "cpu"}
+    np.testing.assert_array_equal(arrays["param.W"], model.params["W"])
+    assert meta["model"] == {"seed": 0, "noise": 0.0, "dtype": "float64", "device": "cpu"}
+    assert meta["phases"] == [["train", 5]] and meta["phase_index"] == 0 and meta["finished"]
 
 
 def test_progress_bar_runs():
@@ -561,9 +566,10 @@ def test_progress_bar_runs():
     "kwargs, match",
     [
         ({"optimizer": "rmsprop"}, r"not one of \['adam', 'adagrad', 'sgd'\]"),
-        ({"param_names": ["W", "gamma"]}, r"\['gamma'\], which are not parameters"),
+        ({"trainable": ["W", "gamma"]}, r"\['gamma'\], which are not parameters"),
         ({"resume": True}, "needs checkpoint"),
-        ({"phases": ["a", "b"]}, r"phase='train' is not one of phases=\['a', 'b'\]"),
+        ({"patience": 2}, r"patience=2 must be a positive integer, with an evaluate function"),
+        ({"epochs": True}, r"epochs=True must be a non-negative integer"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"checkpoint_every": 0}, "checkpoint_every=0"),
         ({"lr": -1.0}, "lr=-1.0"),
@@ -571,13 +577,13 @@ def test_progress_bar_runs():
 )
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        _fit(_model(), epochs=1, **kwargs)
+        _fit(_model(), **{"epochs": 1, **kwargs})
 
 
 def test_missing_gradient_is_named():
     model = _model()
     with pytest.raises(ValueError, match=r"no gradient for \['b'\]"):
-        fit_loop(model, 53, lambda idx: (1.0, {"W": np.zeros((4, 2))}), epochs=1, progress=False)
+        _fit(model, step=lambda idx, rng: (1.0, {"W": np.zeros((4, 2))}))
 
 
 def test_cuda_sim_device_matches_cpu():
@@ -614,3 +620,77 @@ def test_nonfinite_counts_finds_nan_and_both_infinities_but_not_huge_finite_valu
         got = _nonfinite_counts(np, arrays({"W": [[1.0, bad]], "b": [bad]}))
         assert got == [("W", 1), ("b", 1)], bad
     assert _nonfinite_counts(np, arrays({"W": [[-np.inf, -np.inf]], "b": [0.0]})) == [("W", 2)]
+
+
+def _validation_loss_sequence(values):
+    """An evaluate function returning ``values`` one per epoch."""
+    calls = iter(values)
+    return lambda: next(calls)
+
+
+def test_patience_stops_keeps_the_best_epoch_and_says_why():
+    values = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 9.0]
+    model = _model()
+    snapshots = []
+
+    def evaluate():
+        snapshots.append(_snapshot(model))
+        return values[len(snapshots) - 1]
+
+    history = _fit(model, epochs=7, evaluate=evaluate, patience=3, lr=0.01)
+    assert history["epoch"] == [1, 2, 3, 4, 5, 6]  # no better loss after epoch 3 for 3 epochs
+    assert history["val_loss"] == values[:6]
+    (stop,) = history["stops"]
+    assert stop == {"phase": "train", "epochs": 6, "best_epoch": 3,
+                    "reason": "stopped: no better validation loss for 3 epochs; kept epoch 3"}
+    _assert_unchanged(model, snapshots[2])
+
+
+def test_a_phase_that_runs_out_keeps_its_best_epoch_too():
+    model = _model()
+    history = _fit(model, epochs=3, evaluate=_validation_loss_sequence([2.0, 1.0, 1.5]),
+                   patience=5, lr=0.01)
+    assert history["stops"][0]["best_epoch"] == 2
+    assert history["stops"][0]["reason"].startswith("ran all 3 epochs; kept epoch 2")
+
+
+@pytest.mark.parametrize("crash_after", [2, 4])
+def test_resume_of_a_stopping_phase_is_bit_identical(tmp_path, crash_after):
+    values = [5.0, 4.0, 4.5, 3.0, 3.5, 3.6, 3.7, 1.0]
+
+    def run(model, path=None, resume=False, crash_at=None):
+        def evaluate():
+            evaluate.calls += 1
+            if evaluate.calls == crash_at:
+                raise _Crash
+            return values[len(model.seen) // 6 - 1]
+        evaluate.calls = 0
+        return _run(model, [_phase("a", 8, evaluate=evaluate, patience=3), _phase("b", 2)],
+                    checkpoint=path, resume=resume, lr=0.01)
+
+    straight = _model(noise=0.05)
+    straight_history = run(straight)
+    assert [stop["epochs"] for stop in straight_history["stops"]] == [7, 2]
+    path = tmp_path / "run.npz"
+    with pytest.raises(_Crash):
+        run(_model(noise=0.05), path, crash_at=crash_after + 1)
+    resumed = _model(noise=0.05)
+    resumed.seen = [None] * (6 * crash_after)  # the evaluate above counts epochs by steps
+    history = run(resumed, path, resume=True)
+    assert history == {**straight_history, "seconds": history["seconds"]}
+    _assert_unchanged(resumed, _snapshot(straight))
+
+
+def test_off_a_terminal_progress_is_one_line_per_phase(capsys):
+    _run(_model(), [_phase("a", 2), _phase("b", 1)], progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("a: 2 epochs, loss ") and lines[0].endswith("ran all 2 epochs")
+    assert lines[1].startswith("b: 1 epochs, loss ")
+
+
+def test_phase_names_must_differ():
+    with pytest.raises(ValueError, match="repeat"):
+        _run(_model(), [_phase("a", 1), _phase("a", 1)])

@@ -36,9 +36,11 @@ def _tiny_model(**overrides):
 
 
 def _perturb(model, rng, scale=0.3):
-    """Move every parameter off its initial value (biases away from 0, lengthscale too)."""
-    for value in model.params.values():
-        value[...] += scale * rng.standard_normal(value.shape)
+    """Move every parameter off its initial value (biases away from 0, lengthscale too),
+    drawing in network order (encoder, decoder, GP), whatever the flat layout's order."""
+    prefix = {"enc": 0, "dec": 1, "gp": 2}
+    for name in sorted(model.params, key=lambda name: prefix[name.split(".")[0]]):
+        model.params[name][...] += scale * rng.standard_normal(model.params[name].shape)
 
 
 def _assert_gradients(rows):
@@ -349,16 +351,22 @@ def test_bad_episodes_raise(fitted):
 
 
 def test_unfitted_model_says_so():
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         VARegressor().predict(np.zeros((1, 1)))
 
 
 @pytest.mark.parametrize("kwargs", [dict(epochs=(1, 2)), dict(epochs=5), dict(n_anchor=0),
                                     dict(noise=0.0), dict(likelihood="poisson"),
                                     dict(lengthscale=-1.0)])
-def test_bad_constructor_arguments_raise(kwargs):
-    with pytest.raises(ValueError):
-        VARegressor(**kwargs)
+def test_bad_constructor_arguments_are_stored_and_refused_by_fit(rng, kwargs):
+    model = VARegressor(**kwargs)  # scikit-learn's convention: stored unchanged
+    assert all(getattr(model, key) is value for key, value in kwargs.items())
+    X, Y, groups = _toy_data(rng)
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        model.fit(X, Y, groups=groups, progress=False)
+    assert not hasattr(model, "network")
 
 
 # ---- learning smoke test --------------------------------------------------------------------------
