@@ -8,9 +8,9 @@ log-variance; ``fixed_variance=v`` drops ``dec.logvar`` and uses variance ``v``)
 parameter, including a model's extra ones (VAR's ``gp.log_lengthscale``), lives in one
 :class:`~minivae.params.FlatArrays`, so that an optimiser updates them in one call.
 
-The negative ELBO of one example with ``L`` samples ``z_l = mu + sigma * eps_l``::
+The negative ELBO of one example with ``S`` samples ``z_s = mu + sigma * eps_s``::
 
-    loss(x) = (1/L) sum_l -log p(x | z_l) + beta * KL(q(z | x) || N(0, I))
+    loss(x) = (1/S) sum_s -log p(x | z_s) + beta * KL(q(z | x) || N(0, I))
 
 Derivations: docs/derivations.md (sections cited beside each block).
 """
@@ -133,7 +133,7 @@ class Autoencoder:
         return rng.standard_normal((n_samples, n, self.latent_dim), dtype=self.dtype)
 
     def check_eps(self, eps, n: int, samples: bool = True):
-        """User noise as a device array (L, n, k); ``samples=False`` accepts only (n, k)."""
+        """User noise as a device array (S, n, k); ``samples=False`` accepts only (n, k)."""
         given = tuple(np.shape(eps))
         k = self.latent_dim
         allowed = (given == (n, k)) or (samples and len(given) == 3 and given[1:] == (n, k))
@@ -200,7 +200,7 @@ class Autoencoder:
     def neg_elbo_and_grads(self, X, eps, grads: dict, beta: float = 1.0):
         """Mean beta-weighted negative ELBO of device data ``X`` (n, D) and its gradient.
 
-        ``eps`` (L, n, k) is the reparameterisation noise. The gradients of every
+        ``eps`` (S, n, k) is the reparameterisation noise. The gradients of every
         parameter are written into ``grads``: :meth:`gradient_buffers` (the training
         step's choice, overwritten by the next step) or ``{}`` (fresh arrays). Extra heads
         and extra parameters, which the ELBO does not see, get zeros.
@@ -214,12 +214,12 @@ class Autoencoder:
         heads = self.encode(X)
         mu, logvar = heads["mu"], heads["logvar"]
 
-        # Forward 2: reparameterisation z_l = mu + exp(logvar/2) * eps_l
+        # Forward 2: reparameterisation z_s = mu + exp(logvar/2) * eps_s
         # (docs/derivations.md, "Reparameterisation").
         z = reparam_forward(mu, logvar, eps, impl=impl)
 
-        # Forward 3 + backward 1: decoder and likelihood on the L*n stacked codes; the
-        # gradient is that of (1 / (L n)) sum_{l,i} nll_il.
+        # Forward 3 + backward 1: decoder and likelihood on the S*n stacked codes; the
+        # gradient is that of (1 / (S n)) sum_{s,i} nll_si.
         X_stacked = X if n_samples == 1 else self.backend.xp.concatenate([X] * n_samples)
         nll, dz_stacked, grads = self.decoder_loss_and_grads(
             z.reshape(n_samples * n, k), X_stacked, 1.0 / (n_samples * n), grads)

@@ -68,8 +68,8 @@ both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only V
 them as they are; see :func:`limited_threads`)."""
 
 DEMO_EPOCHS = (300, 600, 150)
-"""The demo's VAR epochs: ``minivae demo`` took 40 s (50 s with a cold Numba cache) on an
-idle 2-core machine and about 95 s while the machine was shared with other work."""
+"""The demo's VAR epochs: ``minivae demo`` takes about 40 s on an idle 2-core machine (50 s
+with a cold Numba cache), about 95 s when the cores are shared with other work."""
 
 QUICK_EPOCHS = (3, 3, 2)
 """``minivae demo --quick``: a smoke run."""

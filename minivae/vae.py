@@ -43,7 +43,7 @@ class VAE(TransformerMixin, BaseEstimator):
     likelihood : {"bernoulli", "gaussian"}
         Bernoulli needs data in [0, 1] (grey levels act as soft targets).
     n_samples : int, default 1
-        Monte-Carlo samples L of z per example in the training loss and in :meth:`elbo`.
+        Monte-Carlo samples S of z per example in the training loss and in :meth:`elbo`.
     beta : float, default 1.0
         Weight of the KL term in the training loss (1 gives the ELBO).
     fixed_variance : float or None
@@ -192,15 +192,15 @@ class VAE(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : (n, input_dim) array
-        eps : (L, n, latent_dim) or (n, latent_dim) array, optional
+        eps : (S, n, latent_dim) or (n, latent_dim) array, optional
             Standard-normal noise for the reparameterisation; given, the result is
-            deterministic and L is taken from its shape. Default: ``n_samples`` draws
+            deterministic and the number of samples S is its first dimension. Default: ``n_samples`` draws
             from the model's generator.
 
         Returns
         -------
         loss : float
-            ``mean_i [ (1/L) sum_l -log p(x_i | z_il) + beta KL_i ]`` in nats per example.
+            ``mean_i [ (1/S) sum_s -log p(x_i | z_is) + beta KL_i ]`` in nats per example.
         grads : dict name -> device array
             Fresh arrays, same keys and order as ``params``.
 
@@ -296,8 +296,8 @@ class VAE(TransformerMixin, BaseEstimator):
         return self.network.elbo(X, rng, int(self.n_samples))
 
     def elbo(self, X) -> np.ndarray:
-        """Evidence lower bound of each example, in nats: ``(1/L) sum_l log p(x | z_l) -
-        KL(q(z|x) || p(z))`` with ``L = n_samples`` and ``beta = 1`` whatever the training
+        """Evidence lower bound of each example, in nats: ``(1/S) sum_s log p(x | z_s) -
+        KL(q(z|x) || p(z))`` with ``S = n_samples`` and ``beta = 1`` whatever the training
         beta; (n,) float64. The noise is seeded from the model seed at every call, so
         repeated calls agree exactly; examples are processed in blocks of 1000."""
         return self._elbo_device(self._device_data(X))

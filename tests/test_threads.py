@@ -86,18 +86,19 @@ def test_one_numba_thread_is_a_no_op():
 
 
 @needs_two
-def test_fit_pins_while_training_and_restores_after():
+def test_fit_pins_while_training_and_restores_after(monkeypatch):
     from minivae import VAE
+    from minivae.autoencoder import Autoencoder
 
     seen = []
-    vae = VAE(6, 2, hidden=(4,), likelihood="bernoulli", seed=0)
-    loss_and_grads = vae._loss_and_grads_device
+    loss_and_grads = Autoencoder.neg_elbo_and_grads
 
     def spy(*args, **kwargs):
         seen.append(os.sched_getaffinity(0))
         return loss_and_grads(*args, **kwargs)
 
-    vae._loss_and_grads_device = spy
+    monkeypatch.setattr(Autoencoder, "neg_elbo_and_grads", spy)
+    vae = VAE(6, 2, hidden=(4,), likelihood="bernoulli", seed=0)
     before = affinities()
     X = (np.random.default_rng(0).uniform(size=(20, 6)) > 0.5).astype(np.float32)
     vae.fit(X, epochs=2, batch_size=10, progress=False)

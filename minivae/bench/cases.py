@@ -130,9 +130,11 @@ def _vae_step_fn(backend: Backend, sizes: Sizes, data: np.ndarray) -> Callable:
               device=backend.name)
     optimizer = make_optimizer("adam", 1e-3, impl=backend.kernel_impl)
     X = backend.asarray(data)
+    network, rng = vae.network, backend.rng(1)
 
     def step():
-        _loss, grads = vae._loss_and_grads_device(X, reuse_buffers=True)
+        eps = network.draw_eps(rng, 1, X.shape[0])
+        _loss, grads = network.neg_elbo_and_grads(X, eps, network.gradient_buffers())
         optimizer.step(vae.params, grads)
 
     return step
