@@ -364,3 +364,61 @@ def test_divergence_stops_training_with_a_clear_error():
 
 
 # ---- reuse by another model -----------------------------------------------------------------
+
+
+# ---- scikit-learn conventions, pickling -------------------------------------------------
+
+
+def test_vae_is_a_scikit_learn_transformer():
+    from sklearn.base import clone
+
+    X = _toy_data()
+    vae = VAE(latent_dim=2, hidden=(8,), seed=3)
+    assert not hasattr(vae, "network")  # no input_dim: built by fit from the data
+    assert vae.fit(X, epochs=2, batch_size=16, progress=False) is vae
+    assert vae.n_features_in_ == X.shape[1] and len(vae.history_["epoch"]) == 2
+    codes = vae.transform(X)
+    np.testing.assert_array_equal(codes, vae.encode(X)[0])
+    np.testing.assert_array_equal(vae.inverse_transform(codes), vae.decode(codes))
+    again = clone(vae)
+    assert again.get_params() == vae.get_params() and not hasattr(again, "network")
+    np.testing.assert_array_equal(again.fit_transform(X, epochs=2, batch_size=16,
+                                                      progress=False), codes)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-sim"])
+def test_vae_pickles_and_deep_copies_to_an_equal_model(device):
+    import copy
+    import pickle
+
+    X = _toy_data()
+    vae = VAE(X.shape[1], 2, hidden=(6,), seed=1, device=device).fit(X, epochs=1, batch_size=16,
+                                                                    progress=False)
+    for other in (pickle.loads(pickle.dumps(vae)), copy.deepcopy(vae)):
+        assert other.get_params() == vae.get_params()
+        np.testing.assert_array_equal(other.transform(X), vae.transform(X))
+        np.testing.assert_array_equal(other.elbo(X), vae.elbo(X))
+        other.params["enc.0.W"][...] += 1.0  # its own arrays
+        assert not np.array_equal(other.params["enc.0.W"], vae.params["enc.0.W"])
+
+
+def test_vae_then_gp_in_a_pipeline_on_the_digits():
+    from sklearn.pipeline import make_pipeline
+
+    from minivae.datasets import load_digits
+    from minivae.gp import GPRegressor
+
+    X, labels = load_digits(return_labels=True)
+    X, y = X[:300], (labels[:300] >= 5).astype(np.float64)
+    pipe = make_pipeline(VAE(latent_dim=2, hidden=(32,), seed=0),
+                         GPRegressor(n_restarts=0))
+    pipe.fit(X[:200], y[:200], vae__epochs=3, vae__progress=False)
+    predicted = pipe.predict(X[200:])
+    assert predicted.shape == (100,) and np.all(np.isfinite(predicted))
+    codes = pipe[0].transform(X[200:])
+    np.testing.assert_array_equal(predicted, pipe[1].predict(codes))
+
+
+def test_epochs_must_be_an_integer():
+    with pytest.raises(ValueError, match="epochs=True must be a non-negative integer"):
+        VAE(12, 2, hidden=(4,)).fit(_toy_data(), epochs=True, progress=False)

@@ -459,3 +459,27 @@ def test_float32_model_predicts_through_a_float64_gp(rng):
     assert np.max(np.abs(mean32 - mean64)) < 1e-5 * np.max(np.abs(mean64))
     assert np.max(np.abs(var32 - var64)) < 1e-5 * np.max(np.abs(var64))
 
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-sim"])
+def test_varegressor_pickles_and_deep_copies_to_an_equal_model(rng, device):
+    import copy
+    import pickle
+
+    from sklearn.base import clone
+
+    X, Y, groups = _toy_data(rng)
+    model = _tiny_model(epochs=(1, 1, 0), device=device).fit(X, Y, groups=groups, progress=False)
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        np.testing.assert_array_equal(other.predict(X, groups), model.predict(X, groups))
+        assert other.history_ == model.history_
+    fresh = clone(model)
+    assert fresh.get_params() == model.get_params() and not hasattr(fresh, "network")
+
+
+def test_episode_sizes_follow_small_groups(rng):
+    X, Y, groups = _toy_data(rng, n_frames=10)
+    model = VARegressor(latent_dim=2, hidden=(4,), epochs=(0, 1, 0), seed=0)
+    model.fit(X, Y, groups=groups, progress=False)  # the defaults 12 + 8 would not fit
+    assert (model.n_anchor_, model.n_query_) == (6, 4)
+    assert model.n_anchor is None and model.n_query is None
