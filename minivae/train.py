@@ -18,8 +18,9 @@ The model contract: ``model.params`` (dict name -> device array), ``model.backen
 ``model.set_state(arrays, meta)``. The loop writes no attribute of the model.
 
 A training checkpoint holds the model's state arrays under ``"param.<name>"``, the
-optimiser's under ``"optim.<name>"``, the best parameters of an early-stopping phase under
-``"best.<name>"``, and the metadata ``{"model", "phases": [[name, epochs], ...],
+optimiser's under ``"optim.<name>"``, the best parameters of an unfinished early-stopping
+phase under ``"best.<name>"`` (at its end the parameters are the best and its last epoch's
+are under ``"last.<name>"``, so that the phase can still be extended), and the metadata ``{"model", "phases": [[name, epochs], ...],
 "phase_index", "phase", "epoch", "finished", "stopping", "history", "optimizer",
 "batch_size"}``.
 
@@ -60,7 +61,7 @@ History = dict
 phase, ``{"phase", "epochs", "best_epoch", "reason"}``."""
 
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "phase", "seconds")
-MODEL_PREFIX, OPTIM_PREFIX, BEST_PREFIX = "param.", "optim.", "best."
+MODEL_PREFIX, OPTIM_PREFIX, BEST_PREFIX, LAST_PREFIX = "param.", "optim.", "best.", "last."
 
 #: Model metadata keys (at any nesting level) that may differ between a checkpoint and the
 #: model resuming from it: the device (results are then equal to round-off, not
@@ -242,6 +243,7 @@ class _Run:
         self.index, self.done = 0, 0
         self.optimizer = self.new_optimizer()
         self.best = None  # (validation loss, epoch, host parameters) of the current phase
+        self.last = None  # host parameters of a stopping phase's last epoch, at its end
         self.last_good = None  # (path, phase, epoch) of the newest checkpoint known good
 
     @property
@@ -277,6 +279,8 @@ class _Run:
             stopping = {"best_loss": self.best[0], "best_epoch": self.best[1]}
             if not finished:
                 arrays.update({BEST_PREFIX + key: value for key, value in self.best[2].items()})
+            elif self.last is not None:  # the parameters are the best; extending needs these
+                arrays.update({LAST_PREFIX + key: value for key, value in self.last.items()})
         meta = {
             "model": model_meta,
             "phases": [[phase.name, int(phase.epochs)] for phase in self.phases],
@@ -329,8 +333,10 @@ class _Run:
         ends_phase = meta["finished"] and (meta["stopped"] or epoch == phase.epochs)
         if not ends_phase:
             self._check_same_settings(meta["optimizer"], meta["batch_size"], index)
-        self.model.set_state({key[len(MODEL_PREFIX):]: value for key, value in arrays.items()
-                              if key.startswith(MODEL_PREFIX)}, meta["model"])
+        prefix = LAST_PREFIX if not ends_phase and any(
+            key.startswith(LAST_PREFIX) for key in arrays) else MODEL_PREFIX
+        self.model.set_state({key[len(prefix):]: value for key, value in arrays.items()
+                              if key.startswith(prefix)}, meta["model"])
         self.history = meta["history"]
         self.last_good = (self.checkpoint, phase.name, epoch)
         if ends_phase:
@@ -455,7 +461,7 @@ def fit_loop(model, phases, *, n_examples, batch_size=100, optimizer="adam", lr=
     with placement:
         while run.index < len(phases):
             _train_phase(run, n_examples, progress, checkpoint_every)
-            run.index, run.done, run.best = run.index + 1, 0, None
+            run.index, run.done, run.best, run.last = run.index + 1, 0, None, None
             run.optimizer = run.new_optimizer()
     return run.history
 
@@ -536,6 +542,8 @@ def _end_phase(run, epoch: int, stopped: bool, progress: bool) -> None:
     best_epoch = epoch
     if run.best is not None:
         best_epoch = run.best[1]
+        run.last = {name: np.array(run.model.backend.to_host(value))
+                    for name, value in run.model.params.items()}
         run.model.set_state(run.best[2], None)
     if stopped:
         reason = (f"stopped: no better validation loss for {phase.patience} epochs; kept "

@@ -191,6 +191,17 @@ class VARegressor(RegressorMixin, BaseEstimator):
     noise : float, default 1e-3
         Variance added to the kernel diagonal. Fixed, not learned: the loss sees only the
         posterior mean, and the noise just keeps the solve well conditioned.
+    patience : int or None, default None
+        None: train for ``epochs`` exactly. An int: hold out every ``validation_every``-th
+        frame of each group (they are never anchors, queries or pre-training images),
+        score after every joint and fine-tuning epoch the mean ``-log p(y | z*)`` of the
+        held-out frames at their GP-regressed codes, stop a phase when that has not
+        improved for ``patience`` epochs, and keep its best epoch (``epochs`` are then
+        caps). ``history_["stops"]`` says where and why each phase ended. Prediction
+        conditions on every training frame, held out or not.
+    validation_every : int, default 8
+        With ``patience``: which frames are held out (the ``validation_every // 2``-th,
+        then every ``validation_every``-th, of each group in the order given).
     dtype : {"float32", "float64"}
     seed : int
         Seeds the initialisation, the episodes, the Monte-Carlo noise and predictions.
@@ -230,7 +241,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
                  n_anchor=None, n_query=None, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
-                 lengthscale=None, noise=1e-3, dtype="float32", seed=0, device="cpu"):
+                 lengthscale=None, noise=1e-3, patience=None, validation_every=8,
+                 dtype="float32", seed=0, device="cpu"):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -242,6 +254,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lengthscale = lengthscale
         self.noise = noise
+        self.patience = patience
+        self.validation_every = validation_every
         self.dtype = dtype
         self.seed = seed
         self.device = device
@@ -268,6 +282,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"lengthscale={self.lengthscale!r} must be a positive number or None")
         if not is_positive_real(self.noise):
             raise ValueError(f"noise={self.noise!r} must be a positive number, e.g. 1e-3")
+        if self.patience is not None:
+            check_positive_int(self.patience, "patience")
+        check_positive_int(self.validation_every, "validation_every")
+        if self.validation_every < 2:
+            raise ValueError(f"validation_every={self.validation_every!r} must be at least 2")
         resolve_dtype(self.dtype)
         get_backend(self.device)
 
@@ -281,7 +300,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
             "n_anchor": self.n_anchor, "n_query": self.n_query,
             "epochs": [int(e) for e in self.epochs], "lr": float(self.lr),
             "batch_size": int(self.batch_size), "lengthscale": self.lengthscale,
-            "noise": float(self.noise), "dtype": resolve_dtype(self.dtype).name,
+            "noise": float(self.noise), "patience": self.patience,
+            "validation_every": int(self.validation_every), "dtype": resolve_dtype(self.dtype).name,
             "seed": int(self.seed), "device": get_backend(self.device).name,
         }
 
@@ -404,6 +424,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.group_labels_ = np.asarray(group_labels)
         self._group_rows = [np.flatnonzero(self._group_index == g)
                             for g in range(len(self.group_labels_))]
+        self._episode_rows = self._group_rows
 
     def _initial_log_lengthscale(self, X, group_index) -> float:
         """log of the initial lengthscale (class docstring, ``lengthscale``)."""
@@ -590,7 +611,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         anchors first. :meth:`_split_episodes` cuts a batch back into episodes.
         """
         episodes = []
-        for rows in self._group_rows:
+        for rows in self._episode_rows:
             n_g = rows.size
             size = self.n_anchor_ + min(self.n_query_, n_g - self.n_anchor_)
             n_episodes = -(-n_g // size)
@@ -605,7 +626,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         episodes = []
         start = 0
         while start < idx.size:
-            n_g = self._group_rows[self._group_index[idx[start]]].size
+            n_g = self._episode_rows[self._group_index[idx[start]]].size
             end = start + self.n_anchor_ + min(self.n_query_, n_g - self.n_anchor_)
             episodes.append((idx[start:start + self.n_anchor_], idx[start + self.n_anchor_:end]))
             start = end
@@ -671,7 +692,12 @@ class VARegressor(RegressorMixin, BaseEstimator):
             )
         groups = np.zeros(n, dtype=np.int64) if groups is None else check_groups(groups, n)
         group_labels, group_index = np.unique(groups, return_inverse=True)
-        counts = np.bincount(group_index, minlength=group_labels.size)
+        held_out = np.zeros(n, dtype=bool)
+        if self.patience is not None:
+            every = int(self.validation_every)
+            for g in range(group_labels.size):
+                held_out[np.flatnonzero(group_index == g)[every // 2::every]] = True
+        counts = np.bincount(group_index[~held_out], minlength=group_labels.size)
         n_anchor, n_query = self._episode_sizes(counts)
         small = np.flatnonzero(counts < n_anchor + 1)
         if small.size:
@@ -681,12 +707,30 @@ class VARegressor(RegressorMixin, BaseEstimator):
                 f"{n_anchor} needs at least {n_anchor + 1} (the anchors and one "
                 f"query); {small.size} group(s) are too small. Lower n_anchor to at most "
                 f"{counts.min() - 1} (or leave it None) or give every group more frames"
+                + (" (with patience, every validation_every-th frame is held out)"
+                   if self.patience is not None else "")
             )
 
         self._build(X.shape[1], Y.shape[1:], n_anchor, n_query)
         self._set_training_data(X, Y, group_index, group_labels)
         self.params[_LENGTHSCALE][...] = self._initial_log_lengthscale(X, group_index)
         network, X_train, Y_train = self.network, self._X_train, self._Y_train
+        self._episode_rows = [rows[~held_out[rows]] for rows in self._group_rows]
+        training_rows = np.flatnonzero(~held_out)
+        evaluate = patience = pretrain_batches = None
+        if self.patience is not None:
+            patience = int(self.patience)
+            val_rows = np.flatnonzero(held_out)
+            val_groups, val_dev = group_index[val_rows], self.backend.asarray(val_rows)
+
+            def evaluate():
+                codes = self._regress(X_train[val_dev], val_groups, self._episode_rows)[0]
+                return float(network.decoder_nll(codes, Y_train[val_dev]).mean())
+
+            def pretrain_batches(rng):
+                order = training_rows[rng.permutation(training_rows.size)]
+                size = int(self.batch_size)
+                return [order[start:start + size] for start in range(0, order.size, size)]
 
         def pretrain_step(idx, rng):
             return network.neg_elbo_and_grads(Y_train[self.backend.asarray(idx)],
@@ -701,10 +745,12 @@ class VARegressor(RegressorMixin, BaseEstimator):
 
         networks = tuple(name for name in self.params if name not in REGRESSION_PARAMS)
         pre, joint, fine = (int(e) for e in self.epochs)
-        phases = [Phase(PHASES[0], pre, pretrain_step, trainable=networks),
-                  Phase(PHASES[1], joint, joint_step, batches=self._draw_batches),
+        phases = [Phase(PHASES[0], pre, pretrain_step, trainable=networks,
+                        batches=pretrain_batches),
+                  Phase(PHASES[1], joint, joint_step, batches=self._draw_batches,
+                        evaluate=evaluate, patience=patience),
                   Phase(PHASES[2], fine, joint_step, trainable=networks,
-                        batches=self._draw_batches)]
+                        batches=self._draw_batches, evaluate=evaluate, patience=patience)]
         self.history_ = fit_loop(self, phases, n_examples=n, batch_size=int(self.batch_size),
                                  lr=float(self.lr), progress=progress, checkpoint=checkpoint,
                                  resume=resume, kind="VARegressor")
@@ -752,14 +798,18 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self._check_fitted()
         X_new = check_inputs(X_new, "X_new", self.n_features_, self._dtype)
         group_ids = self._group_ids(groups, X_new.shape[0])
+        return self._regress(self.network.to_device(X_new), group_ids, self._group_rows)
+
+    def _regress(self, X_dev, group_ids, rows_of):
+        """:meth:`_condition` on device inputs, each group conditioned on ``rows_of[g]``."""
         xp = self.backend.xp
-        X_dev = self.network.to_device(X_new).astype(xp.float64)
+        X_dev = X_dev.astype(xp.float64)
         theta = np.array([self._theta()[0], 0.0, math.log(float(self.noise))])
-        mean = xp.empty((X_new.shape[0], self.latent_dim), dtype=self._dtype)
-        var = xp.empty(X_new.shape[0], dtype=self._dtype)
+        mean = xp.empty((X_dev.shape[0], self.latent_dim), dtype=self._dtype)
+        var = xp.empty(X_dev.shape[0], dtype=self._dtype)
         for g in np.unique(group_ids):
             out_rows = self.backend.asarray(np.flatnonzero(group_ids == g))
-            rows = self.backend.asarray(self._group_rows[g])
+            rows = self.backend.asarray(rows_of[g])
             heads = self.network.encode(self._Y_train[rows])
             codes = heads["mu"].astype(xp.float64)
             sigma = xp.exp(heads["logsigma"][:, 0].astype(xp.float64))

@@ -694,3 +694,28 @@ def test_off_a_terminal_progress_is_one_line_per_phase(capsys):
 def test_phase_names_must_differ():
     with pytest.raises(ValueError, match="repeat"):
         _run(_model(), [_phase("a", 1), _phase("a", 1)])
+
+
+def test_extending_a_finished_stopping_phase_continues_from_its_last_epoch(tmp_path):
+    values = [1.0, 2.0, 3.0, 0.5, 4.0]  # best at epoch 1 of the first 3, then at epoch 4
+
+    def run(model, epochs, path=None, resume=False):
+        def evaluate():
+            return values[len(model.seen) // 6 - 1]
+        return _fit(model, epochs=epochs, evaluate=evaluate, patience=10, lr=0.01,
+                    checkpoint=path, resume=resume)
+
+    straight = _model(noise=0.05)
+    straight_history = run(straight, 5)
+    path = tmp_path / "run.npz"
+    first = _model(noise=0.05)
+    run(first, 3, path)
+    kept = _snapshot(first)  # epoch 1's parameters, the best of three
+    arrays, _ = load_checkpoint(path, kind="vae")
+    np.testing.assert_array_equal(arrays["param.W"], kept["W"])
+    assert "last.W" in arrays and not np.array_equal(arrays["last.W"], kept["W"])
+    resumed = _model(noise=0.05)
+    resumed.seen = [None] * 18
+    history = run(resumed, 5, path, resume=True)
+    assert history == {**straight_history, "seconds": history["seconds"]}
+    _assert_unchanged(resumed, _snapshot(straight))

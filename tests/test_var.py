@@ -483,3 +483,42 @@ def test_episode_sizes_follow_small_groups(rng):
     model.fit(X, Y, groups=groups, progress=False)  # the defaults 12 + 8 would not fit
     assert (model.n_anchor_, model.n_query_) == (6, 4)
     assert model.n_anchor is None and model.n_query is None
+
+
+def test_patience_holds_out_frames_stops_and_keeps_the_best(rng, monkeypatch):
+    X, Y, groups = _toy_data(rng, n_frames=16)
+    seen = []
+    real = VARegressor._joint_loss_and_grads_device
+
+    def spy(self, X_, Y_, episodes, eps, grads):
+        seen.extend(np.concatenate([rows for pair in episodes for rows in pair]).tolist())
+        return real(self, X_, Y_, episodes, eps, grads)
+
+    monkeypatch.setattr(VARegressor, "_joint_loss_and_grads_device", spy)
+    model = _tiny_model(epochs=(1, 40, 5), patience=2, validation_every=4, lr=5e-2)
+    model.fit(X, Y, groups=groups, progress=False)
+    held = {g * 16 + i for g in range(2) for i in range(2, 16, 4)}  # 4 frames a group
+    assert seen and not held & set(seen)
+    stops = {stop["phase"]: stop for stop in model.history_["stops"]}
+    joint = stops["joint"]
+    assert joint["epochs"] < 40 and joint["reason"].startswith("stopped: no better")
+    val = [loss for loss, phase in zip(model.history_["val_loss"], model.history_["phase"])
+           if phase == "joint"]
+    assert min(val) == val[joint["best_epoch"] - 1]
+    assert model.history_["val_loss"][0] is None  # pre-training is not scored
+    # Prediction conditions on every training frame, the held-out ones included.
+    assert [rows.size for rows in model._group_rows] == [16, 16]
+
+
+def test_patience_resume_is_bit_identical(rng, tmp_path):
+    X, Y, groups = _toy_data(rng, n_frames=16)
+    settings = dict(epochs=(1, 6, 2), patience=2, validation_every=4, lr=5e-2)
+    straight = _tiny_model(**settings).fit(X, Y, groups=groups, progress=False)
+    path = tmp_path / "run.npz"
+    _tiny_model(**{**settings, "epochs": (1, 3, 0)}).fit(X, Y, groups=groups, progress=False,
+                                                         checkpoint=path)
+    resumed = _tiny_model(**settings).fit(X, Y, groups=groups, progress=False, checkpoint=path,
+                                          resume=True)
+    for name in straight.params:
+        np.testing.assert_array_equal(resumed.params[name], straight.params[name])
+    assert resumed.history_["val_loss"] == straight.history_["val_loss"]
