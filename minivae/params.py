@@ -16,7 +16,7 @@ class FlatArrays(dict):
 
     A model keeps its parameters (and its gradient buffers) this way so that an optimiser
     can update all of them with one kernel call over ``.flat`` instead of one call per
-    array (:meth:`minivae.optim.Optimizer.step` checks :meth:`same_layout`). Reading,
+    array (:meth:`minivae.optim.Optimizer.step` checks :meth:`leads_with`). Reading,
     iterating and writing in place (``arrays[name][...] = value``) work as for a dict;
     rebinding or removing a name raises, because the new array would silently stop being
     part of ``.flat``.
@@ -46,12 +46,6 @@ class FlatArrays(dict):
         for name, value in arrays.items():
             flat[name][...] = xp.asarray(value, dtype=dtype)
         return flat
-
-    def same_layout(self, other) -> bool:
-        """True when ``other`` is a FlatArrays with the same names, shapes, order and dtype,
-        so that entry ``i`` of ``self.flat`` and ``other.flat`` belong to the same array."""
-        return (isinstance(other, FlatArrays) and other.layout == self.layout
-                and other.flat.dtype == self.flat.dtype)
 
     def leading(self, count: int) -> FlatArrays:
         """The first ``count`` arrays as a FlatArrays whose ``.flat`` is a view of the start

@@ -28,9 +28,12 @@ def test_views_share_the_flat_buffer(rng):
     flat["a.b"][...] = 7.0
     np.testing.assert_array_equal(flat.flat[15:20], 7.0)
     other = FlatArrays(np, SHAPES, np.float64)
-    assert flat.same_layout(other) and not flat.same_layout(dict(flat))
-    assert not flat.same_layout(FlatArrays(np, SHAPES, np.float32))
-    assert not flat.same_layout(FlatArrays(np, dict(reversed(SHAPES.items())), np.float64))
+    assert flat.leads_with(other) and not flat.leads_with(dict(flat))
+    assert not flat.leads_with(FlatArrays(np, SHAPES, np.float32))
+    assert not flat.leads_with(FlatArrays(np, dict(reversed(SHAPES.items())), np.float64))
+    head = flat.leading(2)
+    assert flat.leads_with(head) and not head.leads_with(flat)
+    assert list(head) == list(SHAPES)[:2] and np.shares_memory(head.flat, flat.flat)
 
 
 def test_rebinding_a_name_is_refused(rng):
@@ -53,7 +56,7 @@ def test_copies_are_independent_flat_arrays(rng, how):
     flat, arrays = _flat(rng)
     duplicate = {"copy": copy.copy, "deepcopy": copy.deepcopy,
                  "pickle": lambda x: pickle.loads(pickle.dumps(x))}[how](flat)
-    assert isinstance(duplicate, FlatArrays) and duplicate.same_layout(flat)
+    assert isinstance(duplicate, FlatArrays) and duplicate.layout == flat.layout
     assert not np.shares_memory(duplicate.flat, flat.flat)
     np.testing.assert_array_equal(duplicate.flat, flat.flat)
     duplicate["a.W"][...] = 0
@@ -140,7 +143,7 @@ def test_reused_gradient_buffers_equal_fresh_gradients(rng):
     buffers = network.gradient_buffers()
     buffers.flat[...] = np.nan
     loss_reused, reused = network.neg_elbo_and_grads(X, eps, buffers)
-    assert reused is buffers and reused.same_layout(vae.params)
+    assert reused is buffers and reused.layout == vae.params.layout
     assert loss_reused == loss
     for name in vae.params:
         np.testing.assert_array_equal(reused[name], fresh[name], err_msg=name)

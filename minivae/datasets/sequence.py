@@ -72,10 +72,6 @@ class SequenceData:
         """Number of distinct sequences."""
         return int(np.unique(self.groups).size)
 
-    def images_flat(self):
-        """The images as rows, shape (n, H * W), for a VAE."""
-        return self.Y.reshape(self.n, -1)
-
     def subset(self, idx):
         """Return the examples at ``idx`` (integer indices or a boolean mask) as a new SequenceData."""
         idx = np.asarray(idx)
