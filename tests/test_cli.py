@@ -123,3 +123,10 @@ def test_train_vae_reads_the_named_array_of_an_npz(tmp_path, capsys):
     assert cli.main(argv + ["--key", "x_train"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] == 30
+
+
+def test_train_var_defaults_to_the_models_epochs():
+    from minivae.var import DEFAULT_EPOCHS
+
+    args = cli.build_parser().parse_args(["train", "var"])
+    assert tuple(args.epochs) == DEFAULT_EPOCHS
