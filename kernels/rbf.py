@@ -157,15 +157,20 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
 # ---- input checks shared by the fast implementations ---------------------------------
 
 
-def _check_points(X, name, xp=np):
+def _check_points(X, name):
+    """Raise ValueError unless ``X`` is a 2-D array of real points; NumPy points must also
+    be finite. CuPy points are not read: that would block on a device-to-host copy in
+    every call (the model layer checks its inputs on the host before they go to the GPU)."""
     _check_real(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (points in rows), got shape {X.shape}; "
             f"reshape a single column with {name}.reshape(-1, 1)"
         )
-    finite = xp.isfinite(X)
-    bad_rows = xp.nonzero(~xp.all(finite, axis=1))[0]
+    if not isinstance(X, np.ndarray):
+        return
+    finite = np.isfinite(X)
+    bad_rows = np.nonzero(~np.all(finite, axis=1))[0]
     if bad_rows.size:
         raise ValueError(
             f"{name} has {int((~finite).sum())} non-finite values (first at row "
@@ -187,7 +192,7 @@ def _check_amp(amp, n, name, dtype, xp=np):
 def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
     """Validate and convert the arguments of rbf_matrix; returns contiguous arrays."""
     X = xp.asarray(X)
-    _check_points(X, "X", xp)
+    _check_points(X, "X")
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     symmetric = Y is None
@@ -195,7 +200,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
         Y = X
     else:
         Y = xp.asarray(Y)
-        _check_points(Y, "Y", xp)
+        _check_points(Y, "Y")
         if Y.shape[1] != X.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must hold points "
@@ -212,7 +217,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
 def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
     """Validate and convert the arguments of rbf_grad_contract."""
     X = xp.asarray(X)
-    _check_points(X, "X", xp)
+    _check_points(X, "X")
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     n = X.shape[0]
@@ -789,7 +794,7 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
     Raises
     ------
     ValueError
-        X or Y not 2-D or not finite, column counts that differ, a lengthscale that is not
+        X or Y not 2-D or (NumPy arrays) not finite, column counts that differ, a lengthscale that is not
         positive or has neither 1 nor d values, a variance that is not one number,
         amplitudes of the wrong length, an unknown ``impl``.
     """
@@ -819,7 +824,7 @@ def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu")
     Raises
     ------
     ValueError
-        W not of shape (n, n), X not 2-D or not finite, a bad lengthscale or amplitude
+        W not of shape (n, n), X not 2-D or (a NumPy array) not finite, a bad lengthscale or amplitude
         length, a variance that is not one number, an unknown ``impl``.
     """
     if impl == "reference":
