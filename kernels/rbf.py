@@ -157,15 +157,20 @@ def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
 # ---- input checks shared by the fast implementations ---------------------------------
 
 
-def _check_points(X, name, xp=np):
+def _check_points(X, name):
+    """Raise ValueError unless ``X`` is a 2-D array of real points; NumPy points must also
+    be finite. CuPy points are not read: that would block on a device-to-host copy in
+    every call (the model layer checks its inputs on the host before they go to the GPU)."""
     _check_real(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (points in rows), got shape {X.shape}; "
             f"reshape a single column with {name}.reshape(-1, 1)"
         )
-    finite = xp.isfinite(X)
-    bad_rows = xp.nonzero(~xp.all(finite, axis=1))[0]
+    if not isinstance(X, np.ndarray):
+        return
+    finite = np.isfinite(X)
+    bad_rows = np.nonzero(~np.all(finite, axis=1))[0]
     if bad_rows.size:
         raise ValueError(
             f"{name} has {int((~finite).sum())} non-finite values (first at row "
@@ -187,7 +192,7 @@ def _check_amp(amp, n, name, dtype, xp=np):
 def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
     """Validate and convert the arguments of rbf_matrix; returns contiguous arrays."""
     X = xp.asarray(X)
-    _check_points(X, "X", xp)
+    _check_points(X, "X")
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     symmetric = Y is None
@@ -195,7 +200,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
         Y = X
     else:
         Y = xp.asarray(Y)
-        _check_points(Y, "Y", xp)
+        _check_points(Y, "Y")
         if Y.shape[1] != X.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must hold points "
@@ -212,7 +217,7 @@ def _prepare_matrix(X, Y, lengthscale, variance, amp_x, amp_y, xp=np):
 def _prepare_contract(W, X, lengthscale, variance, amp, xp=np):
     """Validate and convert the arguments of rbf_grad_contract."""
     X = xp.asarray(X)
-    _check_points(X, "X", xp)
+    _check_points(X, "X")
     dtype = _float_dtype(X)
     X = xp.ascontiguousarray(X, dtype=dtype)
     n = X.shape[0]
@@ -566,6 +571,11 @@ def _rbf_grad_contract_cpu(W, X, lengthscale, variance, amp):
 TILE = 16
 #: Columns of X and Y held in shared memory at a time (the d loop runs in chunks).
 DCHUNK = 16
+# Shared-array row lengths, padded by one so a column walk hits distinct banks. Plain int
+# globals: Numba types them as compile-time constants, as cuda.shared.array's shape needs
+# (an expression such as DCHUNK + 1 inside a kernel is typed as a run-time integer).
+_DCHUNK_PAD = DCHUNK + 1
+_TILE_PAD = TILE + 1
 
 _CUDA = {}
 cuda = None  # numba.cuda, bound on first use of a cuda kernel
@@ -580,6 +590,14 @@ def _array_module(x):
     return np
 
 
+def _launch_geometry(n, m):
+    """``(grid, block)`` for an (n, m) output: one TILE x TILE block per tile, the tiles
+    numbered row-major on grid.x alone. grid.x holds up to 2^31 - 1 blocks (grid.y and
+    grid.z only 65535), so any output that fits in a GPU's memory gets one launch."""
+    blocks = ((n + TILE - 1) // TILE) * ((m + TILE - 1) // TILE)
+    return (blocks,), (TILE, TILE)
+
+
 def _cuda_kernels(dtype):
     """The two CUDA kernels for ``dtype`` (float32 or float64), compiled on first use."""
     key = np.dtype(dtype).str
@@ -591,6 +609,14 @@ def _cuda_kernels(dtype):
     from numba import cuda
 
     value_type = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
+
+    @cuda.jit(device=True)
+    def tile_origin(n_cols):
+        """The first row and column of this block's tile (see _launch_geometry)."""
+        col_blocks = (n_cols + TILE - 1) // TILE
+        row_block = cuda.blockIdx.x // col_blocks
+        return row_block * TILE, (cuda.blockIdx.x - row_block * col_blocks) * TILE
+
     @cuda.jit(device=True)
     def load_tiles(A, B, inv_ls, row_a, row_b, col0, a_tile, b_tile, zero):
         """Cooperatively load scaled columns [col0, col0 + DCHUNK) of TILE rows of A and B."""
@@ -608,10 +634,9 @@ def _cuda_kernels(dtype):
     def matrix_kernel(X, Y, inv_ls, variance, amp_x, amp_y, neg_half, zero, out):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        row0 = cuda.blockIdx.y * TILE
-        col0 = cuda.blockIdx.x * TILE
-        x_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
-        y_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
+        row0, col0 = tile_origin(out.shape[1])
+        x_tile = cuda.shared.array((TILE, _DCHUNK_PAD), value_type)
+        y_tile = cuda.shared.array((TILE, _DCHUNK_PAD), value_type)
         d = X.shape[1]
         r2 = zero
         for k0 in range(0, d, DCHUNK):
@@ -631,14 +656,13 @@ def _cuda_kernels(dtype):
     def contract_kernel(W, X, inv_ls, variance, amp, with_amp, neg_half, zero, dtheta, damp):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        row0 = cuda.blockIdx.y * TILE
-        col0 = cuda.blockIdx.x * TILE
-        x_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
-        y_tile = cuda.shared.array((TILE, DCHUNK + 1), value_type)
-        wk_tile = cuda.shared.array((TILE, TILE + 1), numba.float64)
-        row_amp = cuda.shared.array((TILE, TILE + 1), numba.float64)
-        col_amp = cuda.shared.array((TILE, TILE + 1), numba.float64)
-        partial = cuda.shared.array((TILE, DCHUNK + 1), numba.float64)
+        row0, col0 = tile_origin(X.shape[0])
+        x_tile = cuda.shared.array((TILE, _DCHUNK_PAD), value_type)
+        y_tile = cuda.shared.array((TILE, _DCHUNK_PAD), value_type)
+        wk_tile = cuda.shared.array((TILE, _TILE_PAD), numba.float64)
+        row_amp = cuda.shared.array((TILE, _TILE_PAD), numba.float64)
+        col_amp = cuda.shared.array((TILE, _TILE_PAD), numba.float64)
+        partial = cuda.shared.array((TILE, _DCHUNK_PAD), numba.float64)
         n, d = X.shape
         i = row0 + ty
         j = col0 + tx
@@ -720,10 +744,9 @@ def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
     if n == 0 or m == 0:
         return out
     matrix_kernel, _ = _cuda_kernels(dtype)
-    grid = ((m + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
     launch(
-        matrix_kernel, grid, (TILE, TILE), X, Y, inv_ls, scalar(variance),
+        matrix_kernel, *_launch_geometry(n, m), X, Y, inv_ls, scalar(variance),
         ones if amp_x is None else amp_x, ones if amp_y is None else amp_y,
         scalar(-0.5), scalar(0.0), out,
     )
@@ -741,10 +764,9 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     if n == 0:
         return dtheta[: ls.size + 1].astype(dtype), None if amp is None else damp.astype(dtype)
     _, contract_kernel = _cuda_kernels(dtype)
-    grid = ((n + TILE - 1) // TILE, (n + TILE - 1) // TILE)
     scalar = dtype.type
     launch(
-        contract_kernel, grid, (TILE, TILE), W, X, inv_ls, scalar(variance),
+        contract_kernel, *_launch_geometry(n, n), W, X, inv_ls, scalar(variance),
         xp.ones(n, dtype=dtype) if amp is None else amp, amp is not None,
         scalar(-0.5), scalar(0.0), dtheta, damp,
     )
@@ -772,7 +794,7 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
     Raises
     ------
     ValueError
-        X or Y not 2-D or not finite, column counts that differ, a lengthscale that is not
+        X or Y not 2-D or (NumPy arrays) not finite, column counts that differ, a lengthscale that is not
         positive or has neither 1 nor d values, a variance that is not one number,
         amplitudes of the wrong length, an unknown ``impl``.
     """
@@ -802,7 +824,7 @@ def rbf_grad_contract(W, X, lengthscale=1.0, variance=1.0, amp=None, impl="cpu")
     Raises
     ------
     ValueError
-        W not of shape (n, n), X not 2-D or not finite, a bad lengthscale or amplitude
+        W not of shape (n, n), X not 2-D or (a NumPy array) not finite, a bad lengthscale or amplitude
         length, a variance that is not one number, an unknown ``impl``.
     """
     if impl == "reference":

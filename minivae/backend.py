@@ -97,7 +97,8 @@ class Backend:
         if self.name == "gpu":
             import cupyx.scipy.linalg
 
-            return cupyx.scipy.linalg.solve_triangular(L, B, lower=lower, trans=trans)
+            A, lower, trans = _column_major(L, lower, trans)
+            return cupyx.scipy.linalg.solve_triangular(A, B, lower=lower, trans=trans)
         import scipy.linalg
 
         return scipy.linalg.solve_triangular(L, B, lower=lower, trans=trans, check_finite=False)
@@ -106,6 +107,19 @@ class Backend:
         """Solve ``A X = B`` given the lower Cholesky factor ``L`` of ``A``."""
         Y = self.solve_triangular(L, B, lower=True, trans=0)
         return self.solve_triangular(L, Y, lower=True, trans=1)
+
+
+def _column_major(L, lower, trans):
+    """``(A, lower, trans)`` solving the same system as ``(L, lower, trans)``, with ``A``
+    column-major when ``L`` is row-major: ``A = L^T``, the other triangle, the other op
+    (``trans`` 0 or 1; real matrices).
+
+    cuBLAS's trsm reads column-major matrices, so cupyx.scipy.linalg.solve_triangular
+    copies a row-major ``L`` first; ``L.T`` is the same memory read column-major.
+    """
+    if L.flags.c_contiguous and not L.flags.f_contiguous:
+        return L.T, not lower, 1 - trans
+    return L, lower, trans
 
 
 def _cpu() -> Backend:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.linalg
 
 from minivae import DeviceUnavailableError, get_backend
 
@@ -56,3 +57,22 @@ def test_backend_pickles_and_deepcopies_by_device_name(device):
         pytest.skip(f"{device} unavailable here")
     assert pickle.loads(pickle.dumps(backend)) is backend
     assert copy.deepcopy(backend) is backend
+
+
+@pytest.mark.parametrize("trans", [0, 1])
+def test_gpu_solves_read_a_row_major_factor_in_place(rng, trans):
+    """The GPU path hands cuBLAS L^T (column-major, the same memory) for a row-major L,
+    with the other triangle and op: the same system, no copy of L."""
+    from minivae.backend import _column_major
+
+    n = 6
+    A = rng.normal(size=(n, n))
+    L = np.linalg.cholesky(A @ A.T + n * np.eye(n))
+    B = rng.normal(size=(n, 3))
+    A_cm, lower, op = _column_major(L, True, trans)
+    assert A_cm.flags.f_contiguous and np.shares_memory(A_cm, L)
+    expected = scipy.linalg.solve_triangular(L, B, lower=True, trans=trans)
+    got = scipy.linalg.solve_triangular(A_cm, B, lower=lower, trans=op)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    L_f = np.asfortranarray(L)
+    assert _column_major(L_f, True, trans) == (L_f, True, trans)

@@ -204,6 +204,21 @@ def test_reference_contract_is_the_gradient(rng, ard):
 
 T = rbf.TILE
 
+#: CUDA's launch limits: grid.x, grid.y, grid.z, and threads per block
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_THREADS_PER_BLOCK = 1024
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (T + 1, 3), (10**6, 4000), (4000, 10**6),
+                                  (40_000, 40_000)])
+def test_cuda_launch_geometry_within_limits(n, m):
+    """One block per TILE x TILE tile, every grid and block dimension within CUDA's limits,
+    also for a K* of a million test points (65535 row blocks on grid.y would not be)."""
+    grid, block = rbf._launch_geometry(n, m)
+    assert np.prod(grid) == -(-n // T) * -(-m // T)
+    assert all(1 <= g <= limit for g, limit in zip(grid, MAX_GRID))
+    assert block == (T, T) and np.prod(block) <= MAX_THREADS_PER_BLOCK
+
 
 @pytest.mark.parametrize(
     "n, m, d, ard, with_amp, symmetric, dtype",
