@@ -66,7 +66,7 @@ import numba
 import numpy as np
 
 from ._cuda import launch
-from .rbf import _exp_nonpositive
+from ._math import exp_nonpositive
 from .reparam import exp32_parts
 
 IMPLS = ("reference", "cpu", "cuda")
@@ -269,7 +269,7 @@ def _chunk(logits, X, start, stop, scale, dlogits, buffers):
             neg_abs = -abs(logits_chunk[t])
             outside |= not neg_abs >= _EXP64_MIN
             arg[t] = max(_EXP64_MIN, neg_abs)  # the bound for NaN too: no NaN to round
-        _exp_nonpositive(arg, a, bits64, count)
+        exp_nonpositive(arg, a, bits64, count)
         _terms_float64(logits_chunk, x_chunk, scale, a[:count], terms, dlogits_chunk)
     if outside:
         _fix_up(logits_chunk, x_chunk, scale, lowest, terms, dlogits_chunk)

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from ._cuda import launch
+from ._math import EXP_MIN, exp_nonpositive
 
 
 def _float_dtype(X):
@@ -252,56 +253,15 @@ GEMM_MIN_D = 12
 #: have |x|^2 + |y|^2 above this sum differences instead (error below ~1e-13 otherwise).
 GEMM_MAX_SQNORM = 256.0
 
-_LOG2E = 1.4426950408889634
-# ln 2 split in two (Cody & Waite): k * _LN2_HI is exact for |k| < 2^20
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-# below this argument 2^k would be subnormal: such entries are recomputed with libm's exp
-_EXP_MIN = -708.0
-_EXP_BITS_BIAS = 1023
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _exp_nonpositive(arg, out, scale_bits, count):
-    """``out[:count] = exp(arg[:count])`` for ``arg <= 0``, vectorised (libm's exp is not).
-
-    Notes
-    -----
-    exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; exp(r) by
-    its Taylor polynomial to degree 13 (truncation below 5e-18 relative) in Horner form,
-    2^k by writing k + 1023 into a double's exponent bits. Within 1 ulp of NumPy's exp on
-    [-708, 0]; arguments below -708 are clamped here and fixed by the caller. The same holds
-    up to 709 (k + 1023 <= 2046 is still a normal exponent): kernels/reparam.py relies on
-    that range for exp(logvar / 2) in float64, and tests it there.
-    """
-    for t in range(count):
-        x = max(arg[t], _EXP_MIN)
-        k = np.floor(x * _LOG2E + 0.5)
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        p = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        out[t] = p * r + 1.0
-        scale_bits[t] = (np.int64(k) + _EXP_BITS_BIAS) << 52
-    scale = scale_bits.view(np.float64)
-    for t in range(count):
-        out[t] *= scale[t]
 
 
 @numba.njit(cache=True, nogil=True)
 def _fix_underflow(arg, out, count):
     """Recompute with libm the entries whose argument was below the clamp (subnormal or 0)."""
     for t in range(count):
-        if arg[t] < _EXP_MIN:
+        if arg[t] < EXP_MIN:
             out[t] = math.exp(arg[t])
 
 
@@ -385,7 +345,7 @@ def _matrix_tiles(
         kern = np.empty(size)
         scale_bits = np.empty(size, dtype=np.int64)
         _tile_arg(X, Yt, inv_ls, Xg, Yg, sqnorm_x, sqnorm_y, i0, j0, bi, bj, use_gemm[t], arg)
-        _exp_nonpositive(arg, kern, scale_bits, bi * bj)
+        exp_nonpositive(arg, kern, scale_bits, bi * bj)
         if may_underflow[t]:
             _fix_underflow(arg, kern, bi * bj)
         diagonal = symmetric and i0 == j0
@@ -432,7 +392,7 @@ def _contract_tiles(
         weighted = np.empty(CPU_TILE)
         weighted_amp = np.empty(CPU_TILE)
         _tile_arg(X, Xt, ones, X, X, ones, ones, i0, j0, bi, bj, False, arg)
-        _exp_nonpositive(arg, kern, scale_bits, bi * bj)
+        exp_nonpositive(arg, kern, scale_bits, bi * bj)
         if may_underflow[t]:
             _fix_underflow(arg, kern, bi * bj)
         mirrored = i0 != j0
@@ -483,7 +443,7 @@ def _tiles(n, m, symmetric, norm_x, norm_y):
     max_y = np.maximum.reduceat(norm_y, np.arange(0, m, CPU_TILE))
     bound = 0.5 * (max_x[tile_i] + max_y[tile_j]) ** 2 * (1 + 1e-9)
     sqnorm_bound = max_x[tile_i] ** 2 + max_y[tile_j] ** 2
-    return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -_EXP_MIN, sqnorm_bound
+    return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -EXP_MIN, sqnorm_bound
 
 
 def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):

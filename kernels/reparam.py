@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from ._cuda import blocks_for, launch
-from .rbf import _exp_nonpositive
+from ._math import exp_nonpositive
 
 _THREADS_PER_BLOCK = 128
 _MAX_BLOCKS = 1024
@@ -76,7 +76,7 @@ _PARALLEL_MIN_ENTRIES = {np.dtype(np.float32): 1 << 17, np.dtype(np.float64): 1 
 #: Entries per block: the work buffers (8 bytes an entry for float32, 28 for float64) stay
 #: in the L1/L2 cache. 4096-16384 measured alike at 4096 x 256 float32; 1024 12% slower.
 _BLOCK = 4096
-# _exp_nonpositive (float64) is within 1 ulp of NumPy's exp for -708 <= x <= 709 (its
+# exp_nonpositive (float64) is within 1 ulp of NumPy's exp for -708 <= x <= 709 (its
 # range reduction does not depend on the sign; 2^k overflows above): arguments outside,
 # NaN included, are recomputed with libm's exp.
 _EXP64_MIN = -708.0
@@ -140,7 +140,7 @@ def _std_float32(logvar, start, count, std, scale_bits):
     -----
     The exp is :func:`exp32_parts`, within 2 float32 ulp of NumPy's float32 exp
     (tests/test_reparam.py sweeps the range). The
-    float32 counterpart of kernels/rbf.py's float64 ``_exp_nonpositive``, which costs
+    float32 counterpart of kernels/_math.py's float64 ``exp_nonpositive``, which costs
     about three times as much per entry (degree 13, four float64 lanes per vector).
     """
     logvar_block = logvar[start : start + count]
@@ -171,7 +171,7 @@ def _std_float64(logvar, start, count, half_logvar, std, scale_bits):
         half = 0.5 * np.float64(logvar_block[t])
         half_logvar[t] = half
         out_of_range += (half < _EXP64_MIN) | (half > _EXP64_MAX) | (half != half)
-    _exp_nonpositive(half_logvar, std, scale_bits, count)
+    exp_nonpositive(half_logvar, std, scale_bits, count)
     if out_of_range:
         for t in range(count):
             half = half_logvar[t]
