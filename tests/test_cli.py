@@ -123,3 +123,28 @@ def test_train_vae_reads_the_named_array_of_an_npz(tmp_path, capsys):
     assert cli.main(argv + ["--key", "x_train"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] == 30
+
+
+def test_version_is_printed_by_the_command_and_by_python_dash_m(capsys):
+    import subprocess
+    import sys
+
+    import minivae
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minivae {minivae.__version__}"
+    result = subprocess.run([sys.executable, "-m", "minivae", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"minivae {minivae.__version__}"
+
+
+def test_license_and_py_typed_ship_with_the_package():
+    from pathlib import Path
+
+    import minivae
+
+    package = Path(minivae.__file__).parent
+    assert (package / "py.typed").is_file()
+    assert "MIT License" in (package.parent / "LICENSE").read_text()
