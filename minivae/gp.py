@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backend import (
@@ -51,6 +52,7 @@ from .validation import (
     check_finite,
     check_representable,
     check_samples,
+    check_sum_of_squares,
     float_host_array,
     is_int,
 )
@@ -685,11 +687,15 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         X = X_host
         if not self.normalize_y:  # normalised targets are within sqrt(n) of 0: they fit
             check_representable(y, self._dtype, "y")
+            check_sum_of_squares(y, self._dtype, "y", "rescale y or use normalize_y=True")
         self._y_ndim = y.ndim
         Y = y.reshape(y.shape[0], -1)
         if self.normalize_y:
-            self._y_mean = Y.mean(axis=0)
-            std = Y.std(axis=0)
+            # Moments of Y / max|Y|: the squares of targets beyond 1e154 overflow float64.
+            scale = np.max(np.abs(Y), axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+            self._y_mean = (Y / scale).mean(axis=0) * scale
+            std = (Y / scale).std(axis=0) * scale
             self._y_std = np.where(std > 0, std, 1.0)  # a constant output is only centred
         else:
             self._y_mean = np.zeros(Y.shape[1])
@@ -733,6 +739,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         def negative_lml(theta):
             lml, dtheta, jitter = self._lml(theta, eval_gradient=True, warn=False)
             jitters.append((jitter, theta.copy()))
+            if not (np.isfinite(lml) and np.all(np.isfinite(dtheta))):
+                raise DataError(
+                    f"the log marginal likelihood is {lml} with gradient {dtheta} at theta = "
+                    f"{np.array2string(theta, precision=4)}: the data's scale is beyond what "
+                    f"{self._dtype.name} holds in the kernel; rescale X (e.g. with "
+                    "StandardScaler) and y, or use normalize_y=True"
+                )
             return -lml, -dtheta
 
         starts = [theta0] + [
@@ -747,7 +760,33 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             if best_theta is None or result.fun < best_value:
                 best_theta, best_value = result.x, result.fun
         self._warn_jitter_summary(jitters)
+        self._warn_at_bounds(best_theta, log_bounds)
         return best_theta
+
+    def _warn_at_bounds(self, theta, log_bounds) -> None:
+        """ConvergenceWarning if the optimum lies on a bound that signals a scale problem.
+
+        A variance on either bound, a lengthscale on its lower bound or the noise on its
+        upper bound mean the data's scale is outside the bounds. A noise variance on its
+        lower bound (nearly noise-free data) and a lengthscale on its upper bound (an
+        irrelevant feature under ARD) are ordinary optima and are not reported.
+        """
+        p = theta.size - 2
+        low = np.isclose(theta, log_bounds[:, 0], rtol=0, atol=1e-6)
+        high = np.isclose(theta, log_bounds[:, 1], rtol=0, atol=1e-6)
+        names = [f"lengthscale {k}" for k in range(p)] + ["variance", "noise"]
+        flagged = [f"{names[k]} at its {'lower' if low[k] else 'upper'} bound "
+                   f"{np.exp(theta[k]):.3g}"
+                   for k in range(theta.size)
+                   if (low[k] and k != p + 1) or (high[k] and p <= k)]
+        if flagged:
+            warnings.warn(
+                f"hyperparameter optimisation ended with {', '.join(flagged)}: the data's scale "
+                "lies outside the bounds; rescale y or use normalize_y=True, rescale X (e.g. "
+                "with StandardScaler), or widen the bounds",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
 
     def _warn_jitter_summary(self, jitters) -> None:
         """One :class:`JitterWarning` for all the optimiser's evaluations that needed jitter.

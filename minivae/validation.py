@@ -166,3 +166,23 @@ def check_samples(X, name: str = "X", n_features: int | None = None,
         )
     check_finite(X, name)
     return X
+
+
+def check_sum_of_squares(values: np.ndarray, dtype, name: str, fix: str) -> None:
+    """DataError if a sum of squares of the finite host array ``values`` can overflow ``dtype``.
+
+    A Gaussian likelihood holds ``sum(values**2)`` (times a precision): beyond
+    ``sqrt(max / n)`` for ``n`` rows it is infinite, and every result derived from it is
+    NaN. ``fix`` says what to do, e.g. "rescale y or use normalize_y=True".
+    """
+    dtype = np.dtype(dtype)
+    if values.size == 0:
+        return
+    limit = float(np.sqrt(np.finfo(dtype).max / values.shape[0]))
+    largest = float(np.max(np.abs(values)))
+    if largest > limit:
+        raise DataError(
+            f"{name} reaches magnitude {largest:.3g}, beyond {limit:.3g} (sqrt of {dtype.name}'s "
+            f"largest value over {values.shape[0]} rows), where its sum of squares overflows "
+            f"{dtype.name}; {fix}"
+        )

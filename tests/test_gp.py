@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn import gaussian_process as sk_gp
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.gaussian_process import kernels as sk_kernels
 
 from minivae import backend as backend_module
@@ -502,3 +502,31 @@ def test_cuda_sim_fit_agrees_with_cpu(rng):
     X_test = X[:3] + 0.25
     for mine, theirs in zip(sim.predict(X_test, return_std=True), same.predict(X_test, return_std=True)):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10)
+
+
+# ---- extreme scales ---------------------------------------------------------------------
+
+
+def test_targets_whose_squares_overflow_are_refused_unless_normalised(rng):
+    X, y = make_data(rng, 1, n=20)
+    for scale in (1e300, 1e200):
+        with pytest.raises(DataError, match=r"y reaches magnitude .*sum of squares overflows "
+                                             r"float64; rescale y or use normalize_y=True"):
+            GPRegressor().fit(X, y * scale)
+    model = GPRegressor(normalize_y=True).fit(X, y * 1e200)
+    unit = GPRegressor(normalize_y=True).fit(X, y)
+    np.testing.assert_allclose(model.predict(X[:4]) / 1e200, unit.predict(X[:4]), rtol=1e-6)
+
+
+def test_optimum_on_a_scale_bound_warns_with_the_fix(rng):
+    X, y = make_data(rng, 1, n=20)
+    with pytest.warns(ConvergenceWarning, match=r"variance at its upper bound 1e\+05.*"
+                                                r"rescale y or use normalize_y=True"):
+        GPRegressor().fit(X, y * 1e150)
+
+
+def test_inputs_beyond_the_kernels_range_name_the_scale(rng):
+    X, y = make_data(rng, 1, n=20)
+    with pytest.raises(DataError, match=r"the data's scale is beyond what float64 holds in the "
+                                        r"kernel; rescale X"):
+        GPRegressor().fit(X * 1e200, y)
