@@ -326,6 +326,18 @@ def _cmd_bench(args) -> int:
     return bench_main(quick=args.quick, device=args.device, out=args.out)
 
 
+def _version() -> str:
+    """The installed distribution's version; the package's own when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("minivae")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``minivae`` command line; every option's help ends with its default."""
     formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -334,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Variational autoencoders, Gaussian-process regression and Variational "
         "Autoencoded Regression with hand-derived gradients (no autograd).",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", formatter_class=formatter,

@@ -14,6 +14,41 @@ import uuid
 from pathlib import Path
 
 
+def check_writable(path) -> Path:
+    """``path`` as a Path, if a file can be created there; else an OSError that says why.
+
+    The nearest existing folder above ``path`` must be a folder this process may write in
+    (missing folders below it are created by :func:`atomic_write`). Call it before long
+    work whose result goes to ``path``, so that a bad path fails at once.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a folder.
+    NotADirectoryError
+        If a component above ``path`` is a regular file.
+    PermissionError
+        If the nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(
+            f"cannot write {str(path)!r}: {str(parent)!r} is a regular file, not a folder; "
+            "choose another output path or move that file"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"cannot write {str(path)!r}: the folder {str(parent)!r} is not writable; choose "
+            "a writable location or change the folder's permissions"
+        )
+    return path
+
+
 def atomic_write(path, write) -> Path:
     """Create or replace the file ``path`` atomically: ``write(binary_file)`` fills a
     temporary file ``.<name>.<random hex>.tmp`` beside it, which is flushed, ``fsync``-ed
@@ -22,7 +57,7 @@ def atomic_write(path, write) -> Path:
     ``0o666`` minus the umask, as ``open`` would give it. Every file minivae writes goes
     through here (checkpoints, JSON and Markdown reports, figures, benchmark tables).
     """
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

@@ -32,6 +32,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backend import (
     Backend,
@@ -45,7 +48,14 @@ from .backend import (
 )
 from .errors import DataError, JitterWarning, NotPositiveDefiniteError
 from .kernels import rbf_grad_contract, rbf_matrix
-from .validation import check_finite, check_representable, is_int, numeric_host_array
+from .validation import (
+    check_finite,
+    check_representable,
+    check_samples,
+    check_sum_of_squares,
+    float_host_array,
+    is_int,
+)
 
 #: Default hyperparameter bounds (natural units, applied to every hyperparameter), as in
 #: scikit-learn's kernels.
@@ -473,30 +483,12 @@ def posterior_mean_backward(dmean, cache):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_X(X, name: str = "X", n_features: int | None = None, dtype=None) -> np.ndarray:
-    """``X`` as a finite (n, d) float64 host array; with ``dtype``, its values must fit it."""
-    X = numeric_host_array(X, name).astype(np.float64, copy=False)
-    if X.ndim != 2:
-        hint = f"; for one feature use {name}.reshape(-1, 1)" if X.ndim == 1 else ""
-        raise DataError(f"{name} must be 2-D (one row per point), got shape {X.shape}{hint}")
-    if X.shape[0] == 0:
-        raise DataError(f"{name} has zero rows; give at least one point")
-    if X.shape[1] == 0:
-        raise DataError(f"{name} has zero columns; give at least one feature")
-    if n_features is not None and X.shape[1] != n_features:
-        raise DataError(
-            f"{name} has {X.shape[1]} columns but the model was fitted on {n_features}; "
-            f"give points with {n_features} features"
-        )
-    check_finite(X, name)
-    if dtype is not None:
-        check_representable(X, dtype, name)
-    return X
-
-
 def _check_y(y, n_rows: int) -> np.ndarray:
     """``y`` as a finite (n,) or (n, t) float64 host array."""
-    y = numeric_host_array(y, "y").astype(np.float64, copy=False)
+    if y is None:
+        raise DataError("GPRegressor requires y to be passed, but the target y is None; call "
+                        "fit(X, y) with one target per row of X")
+    y = float_host_array(y, "y")
     if y.ndim not in (1, 2):
         raise DataError(f"y must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}")
     if y.shape[0] != n_rows:
@@ -521,7 +513,7 @@ def _check_positive(value, name: str, allow_zero: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
-class GPRegressor:
+class GPRegressor(RegressorMixin, BaseEstimator):
     """Exact Gaussian-process regression with an RBF kernel, fitted by Cholesky.
 
     Parameters
@@ -552,8 +544,13 @@ class GPRegressor:
         Seeds the model's Generator (restarts and :meth:`sample_y`).
     device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
 
+    The arguments are stored as given and checked by :meth:`fit`, as scikit-learn's
+    estimators do, so ``get_params``, ``set_params`` and ``sklearn.base.clone`` work.
+
     Attributes
     ----------
+    n_features_in_ : int
+        Number of input columns seen by :meth:`fit`.
     theta_ : (p + 2,) ndarray
         Fitted ``(log l_1..l_p, log s, log noise)``.
     lengthscale_ : float or (d,) ndarray
@@ -582,47 +579,59 @@ class GPRegressor:
     def __init__(self, lengthscale=1.0, variance=1.0, noise=1e-2, ard=False, optimize=True,
                  n_restarts=0, bounds=None, normalize_y=False, dtype="float64", seed=0,
                  device="cpu"):
-        self.lengthscale = _check_positive(lengthscale, "lengthscale")
-        if self.lengthscale.ndim > 1 or (not ard and self.lengthscale.size != 1):
-            raise ValueError(
-                f"lengthscale={lengthscale!r}: give one value, or one per feature with ard=True"
-            )
-        self.variance = float(_check_positive(variance, "variance"))
-        self.noise = float(_check_positive(noise, "noise", allow_zero=True))
-        if optimize and self.noise == 0.0:
+        self.lengthscale = lengthscale
+        self.variance = variance
+        self.noise = noise
+        self.ard = ard
+        self.optimize = optimize
+        self.n_restarts = n_restarts
+        self.bounds = bounds
+        self.normalize_y = normalize_y
+        self.dtype = dtype
+        self.seed = seed
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y of shape (n, t): t outputs, one kernel
+        return tags
+
+    # ---- hyperparameters -----------------------------------------------------------
+
+    def _check_params(self) -> None:
+        """Check the constructor's arguments; resolve the dtype and the device's backend."""
+        lengthscale = _check_positive(self.lengthscale, "lengthscale")
+        if lengthscale.ndim > 1 or (not self.ard and lengthscale.size != 1):
+            raise ValueError(f"lengthscale={self.lengthscale!r}: give one value, or one per "
+                             "feature with ard=True")
+        _check_positive(self.variance, "variance")
+        noise = float(_check_positive(self.noise, "noise", allow_zero=True))
+        if self.optimize and noise == 0.0:
             raise ValueError(
                 "noise=0 cannot be optimised (its log is -inf); give a positive initial "
                 "noise, or optimize=False for noise-free interpolation"
             )
-        if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 0:
-            raise ValueError(f"n_restarts must be a non-negative integer, got {n_restarts!r}")
-        if not is_int(seed) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
-        self.ard = bool(ard)
-        self.optimize = bool(optimize)
-        self.n_restarts = int(n_restarts)
-        self.bounds = bounds
-        self.normalize_y = bool(normalize_y)
-        self.dtype = resolve_dtype(dtype)
-        self.seed = int(seed)
-        self.backend = get_backend(device)
-        self.device = self.backend.name
-
-    # ---- hyperparameters -----------------------------------------------------------
+        if not is_int(self.n_restarts) or self.n_restarts < 0:
+            raise ValueError(f"n_restarts must be a non-negative integer, got {self.n_restarts!r}")
+        if not is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be a non-negative integer")
+        self._dtype = resolve_dtype(self.dtype)
+        self._backend = get_backend(self.device)
 
     def _n_lengthscales(self, n_features: int) -> int:
         return n_features if self.ard else 1
 
     def _initial_theta(self, n_features: int) -> np.ndarray:
         p = self._n_lengthscales(n_features)
-        if self.lengthscale.size not in (1, p):
+        lengthscale = np.asarray(self.lengthscale, dtype=np.float64).reshape(-1)
+        if lengthscale.size not in (1, p):
             raise ValueError(
-                f"lengthscale has {self.lengthscale.size} values but X has {n_features} "
+                f"lengthscale has {lengthscale.size} values but X has {n_features} "
                 "features; give one value or one per feature"
             )
-        log_ls = np.broadcast_to(np.log(self.lengthscale.reshape(-1)), (p,))
+        log_ls = np.broadcast_to(np.log(lengthscale), (p,))
         with np.errstate(divide="ignore"):  # noise 0 -> log noise -inf, allowed when fixed
-            return np.concatenate([log_ls, [np.log(self.variance), np.log(self.noise)]])
+            return np.concatenate([log_ls, np.log([float(self.variance), float(self.noise)])])
 
     def _log_bounds(self, n_theta: int) -> np.ndarray:
         """Optimiser bounds in log space, shape (n_theta, 2)."""
@@ -670,23 +679,30 @@ class GPRegressor:
             If the kernel matrix cannot be factorised even with jitter; during
             optimisation the message gives the theta where it happened.
         """
-        X = _check_X(X, dtype=self.dtype)
-        y = _check_y(y, X.shape[0])
+        self._check_params()
+        X_host = check_samples(X, "X")
+        check_representable(X_host, self._dtype, "X")
+        y = _check_y(y, X_host.shape[0])
+        validate_data(self, X, skip_check_array=True)  # n_features_in_, feature_names_in_
+        X = X_host
         if not self.normalize_y:  # normalised targets are within sqrt(n) of 0: they fit
-            check_representable(y, self.dtype, "y")
-        self.n_features_in_ = X.shape[1]
+            check_representable(y, self._dtype, "y")
+            check_sum_of_squares(y, self._dtype, "y", "rescale y or use normalize_y=True")
         self._y_ndim = y.ndim
         Y = y.reshape(y.shape[0], -1)
         if self.normalize_y:
-            self._y_mean = Y.mean(axis=0)
-            std = Y.std(axis=0)
+            # Moments of Y / max|Y|: the squares of targets beyond 1e154 overflow float64.
+            scale = np.max(np.abs(Y), axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+            self._y_mean = (Y / scale).mean(axis=0) * scale
+            std = (Y / scale).std(axis=0) * scale
             self._y_std = np.where(std > 0, std, 1.0)  # a constant output is only centred
         else:
             self._y_mean = np.zeros(Y.shape[1])
             self._y_std = np.ones(Y.shape[1])
-        xp_asarray = self.backend.asarray
-        self.X_train_ = xp_asarray(X, dtype=self.dtype)
-        self.y_train_ = xp_asarray((Y - self._y_mean) / self._y_std, dtype=self.dtype)
+        xp_asarray = self._backend.asarray
+        self.X_train_ = xp_asarray(X, dtype=self._dtype)
+        self.y_train_ = xp_asarray((Y - self._y_mean) / self._y_std, dtype=self._dtype)
         self._rng = np.random.default_rng(self.seed)
         theta = self._initial_theta(self.n_features_in_)
         if self.optimize:
@@ -699,7 +715,7 @@ class GPRegressor:
         """``(lml, dtheta or None, jitter)`` of the training data at ``theta``."""
         try:
             return _log_marginal_likelihood_and_jitter(
-                self.X_train_, self.y_train_, theta, self.backend, eval_gradient, warn
+                self.X_train_, self.y_train_, theta, self._backend, eval_gradient, warn
             )
         except NotPositiveDefiniteError as exc:
             raise NotPositiveDefiniteError(
@@ -723,6 +739,13 @@ class GPRegressor:
         def negative_lml(theta):
             lml, dtheta, jitter = self._lml(theta, eval_gradient=True, warn=False)
             jitters.append((jitter, theta.copy()))
+            if not (np.isfinite(lml) and np.all(np.isfinite(dtheta))):
+                raise DataError(
+                    f"the log marginal likelihood is {lml} with gradient {dtheta} at theta = "
+                    f"{np.array2string(theta, precision=4)}: the data's scale is beyond what "
+                    f"{self._dtype.name} holds in the kernel; rescale X (e.g. with "
+                    "StandardScaler) and y, or use normalize_y=True"
+                )
             return -lml, -dtheta
 
         starts = [theta0] + [
@@ -737,7 +760,33 @@ class GPRegressor:
             if best_theta is None or result.fun < best_value:
                 best_theta, best_value = result.x, result.fun
         self._warn_jitter_summary(jitters)
+        self._warn_at_bounds(best_theta, log_bounds)
         return best_theta
+
+    def _warn_at_bounds(self, theta, log_bounds) -> None:
+        """ConvergenceWarning if the optimum lies on a bound that signals a scale problem.
+
+        A variance on either bound, a lengthscale on its lower bound or the noise on its
+        upper bound mean the data's scale is outside the bounds. A noise variance on its
+        lower bound (nearly noise-free data) and a lengthscale on its upper bound (an
+        irrelevant feature under ARD) are ordinary optima and are not reported.
+        """
+        p = theta.size - 2
+        low = np.isclose(theta, log_bounds[:, 0], rtol=0, atol=1e-6)
+        high = np.isclose(theta, log_bounds[:, 1], rtol=0, atol=1e-6)
+        names = [f"lengthscale {k}" for k in range(p)] + ["variance", "noise"]
+        flagged = [f"{names[k]} at its {'lower' if low[k] else 'upper'} bound "
+                   f"{np.exp(theta[k]):.3g}"
+                   for k in range(theta.size)
+                   if (low[k] and k != p + 1) or (high[k] and p <= k)]
+        if flagged:
+            warnings.warn(
+                f"hyperparameter optimisation ended with {', '.join(flagged)}: the data's scale "
+                "lies outside the bounds; rescale y or use normalize_y=True, rescale X (e.g. "
+                "with StandardScaler), or widen the bounds",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
 
     def _warn_jitter_summary(self, jitters) -> None:
         """One :class:`JitterWarning` for all the optimiser's evaluations that needed jitter.
@@ -751,7 +800,7 @@ class GPRegressor:
             return
         largest, theta = max(needed, key=lambda pair: pair[0])
         _, variance, noise = unpack_theta(theta, self.n_features_in_)
-        wider = " or use dtype='float64'" if self.dtype != np.float64 else ""
+        wider = " or use dtype='float64'" if self._dtype != np.float64 else ""
         warnings.warn(
             f"hyperparameter optimisation: jitter was needed at {len(needed)} of "
             f"{len(jitters)} evaluations of the log marginal likelihood (the Cholesky "
@@ -766,15 +815,22 @@ class GPRegressor:
 
     def _factorize(self) -> None:
         """Algorithm 2.1, lines 2, 3 and 7 at the fitted theta."""
-        self.factor_ = factorise(self.X_train_, self.theta_, backend=self.backend)
+        self.factor_ = factorise(self.X_train_, self.theta_, backend=self._backend)
         self.L_, self.jitter_ = self.factor_.L, self.factor_.jitter
         # Line 3: alpha = L^T \ (L \ y)
         self.alpha_ = self.factor_.solve(self.y_train_)
         self.log_marginal_likelihood_value_ = _lml_from(self.factor_, self.y_train_, self.alpha_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "theta_"):
-            raise RuntimeError("this GPRegressor is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, msg="this %(name)s is not fitted yet; call fit(X, y) first")
+
+    def _check_test_X(self, X) -> np.ndarray:
+        """Test inputs as a host float64 array of the fitted width (NotFittedError before fit)."""
+        self._check_fitted()
+        X_host = check_samples(X, "X", self.n_features_in_, type(self).__name__)
+        check_representable(X_host, self._dtype, "X")
+        validate_data(self, X, reset=False, skip_check_array=True)  # feature names
+        return X_host
 
     def log_marginal_likelihood(self, theta=None, eval_gradient=False):
         """Log marginal likelihood of the training targets, summed over outputs.
@@ -812,7 +868,7 @@ class GPRegressor:
 
         ``spread``: None, ``"var"`` (variances, (m,)) or ``"cov"`` (covariance, (m, m)).
         """
-        X_test = self.backend.asarray(X, dtype=self.dtype)
+        X_test = self._backend.asarray(X, dtype=self._dtype)
         return predictive(self.factor_, self.alpha_, X_test,
                           return_var=spread == "var", return_cov=spread == "cov")
 
@@ -843,17 +899,16 @@ class GPRegressor:
 
         All results are NumPy arrays, whatever the device.
         """
-        self._check_fitted()
         if return_std and return_cov:
             raise ValueError("return_std and return_cov cannot both be True; ask for one")
-        X = _check_X(X, "X", self.n_features_in_, self.dtype)
+        X = self._check_test_X(X)
         spread_kind = "cov" if return_cov else "var" if return_std else None
         mean, spread = self._latent_moments(X, spread_kind)
-        mean = self.backend.to_host(mean) * self._y_std + self._y_mean
+        mean = self._backend.to_host(mean) * self._y_std + self._y_mean
         mean = self._output_shape(mean)
         if spread_kind is None:
             return mean
-        spread = self.backend.to_host(spread).astype(np.float64)
+        spread = self._backend.to_host(spread).astype(np.float64)
         if return_cov:
             if include_noise:
                 spread[np.diag_indices_from(spread)] += self.noise_
@@ -891,12 +946,11 @@ class GPRegressor:
         symmetric eigendecomposition with negative round-off eigenvalues clipped to 0:
         ``f = mean + U sqrt(max(w, 0)) eps``.
         """
-        self._check_fitted()
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        X = _check_X(X, "X", self.n_features_in_, self.dtype)
+        X = self._check_test_X(X)
         mean, cov = self._latent_moments(X, "cov")
-        mean, cov = self.backend.to_host(mean), self.backend.to_host(cov).astype(np.float64)
+        mean, cov = self._backend.to_host(mean), self._backend.to_host(cov).astype(np.float64)
         if include_noise:
             cov[np.diag_indices_from(cov)] += self.noise_
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
@@ -913,17 +967,17 @@ class GPRegressor:
     def _config(self) -> dict:
         bounds = self.bounds
         return {
-            "lengthscale": self.lengthscale.tolist(),
-            "variance": self.variance,
-            "noise": self.noise,
-            "ard": self.ard,
-            "optimize": self.optimize,
-            "n_restarts": self.n_restarts,
+            "lengthscale": np.asarray(self.lengthscale, dtype=np.float64).tolist(),
+            "variance": float(self.variance),
+            "noise": float(self.noise),
+            "ard": bool(self.ard),
+            "optimize": bool(self.optimize),
+            "n_restarts": int(self.n_restarts),
             "bounds": None if bounds is None else np.asarray(bounds, dtype=np.float64).tolist(),
-            "normalize_y": self.normalize_y,
-            "dtype": self.dtype.name,
-            "seed": self.seed,
-            "device": self.device,
+            "normalize_y": bool(self.normalize_y),
+            "dtype": self._dtype.name,
+            "seed": int(self.seed),
+            "device": self._backend.name,
         }
 
     def save(self, path) -> None:
@@ -935,7 +989,7 @@ class GPRegressor:
         from .checkpoint import save_checkpoint
 
         self._check_fitted()
-        to_host = self.backend.to_host
+        to_host = self._backend.to_host
         arrays = {
             "X_train": to_host(self.X_train_),
             "y_train": to_host(self.y_train_),
@@ -962,11 +1016,12 @@ class GPRegressor:
         if device is not None:
             config["device"] = device
         model = cls(**config)
+        model._check_params()
         model.n_features_in_ = arrays["X_train"].shape[1]
         model._y_ndim = int(meta["y_ndim"])
         model._y_mean, model._y_std = arrays["y_mean"], arrays["y_std"]
-        model.X_train_ = model.backend.asarray(arrays["X_train"], dtype=model.dtype)
-        model.y_train_ = model.backend.asarray(arrays["y_train"], dtype=model.dtype)
+        model.X_train_ = model._backend.asarray(arrays["X_train"], dtype=model._dtype)
+        model.y_train_ = model._backend.asarray(arrays["y_train"], dtype=model._dtype)
         model._rng = np.random.default_rng(model.seed)
         model._set_hyperparameters(arrays["theta"])
         model._factorize()

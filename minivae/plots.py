@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -51,8 +52,18 @@ def _intensity_limits(images):
     return min(0.0, float(images.min())), max(1.0, float(images.max()))
 
 
+#: Positive losses spanning more than this factor are drawn on a log axis.
+LOG_AXIS_RATIO = 10.0
+
+#: Blank space between the tiles of an image grid, as a fraction of a tile.
+TILE_GAP = 0.08
+
+
 def plot_history(history, path, title=None, ylabel=None):
     """Plot training (and validation) loss per epoch, with phase boundaries.
+
+    The y-axis is logarithmic when the positive losses span more than a factor
+    ``LOG_AXIS_RATIO``.
 
     Parameters
     ----------
@@ -109,6 +120,9 @@ def plot_history(history, path, title=None, ylabel=None):
                             xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
     ax.set_xlabel("epoch")
     ax.set_ylabel(default_ylabel if ylabel is None else ylabel)
+    plotted = np.concatenate([values[np.isfinite(values)] for values in curves.values()] or [[]])
+    if plotted.size and plotted.min() > 0 and plotted.max() > LOG_AXIS_RATIO * plotted.min():
+        ax.set_yscale("log")  # the first epochs' losses would flatten the rest
     ax.legend()
     ax.grid(alpha=0.3)
     if title:
@@ -150,7 +164,8 @@ def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray
         raise DataError(f"{len(row_labels)} row labels for {n_rows} grid rows; give one per row")
     vmin, vmax = _intensity_limits(images)
     fig = Figure(figsize=(1.2 * per_row + (1.0 if row_labels else 0.2), 1.2 * n_rows + 0.2))
-    axes = fig.subplots(n_rows, per_row, squeeze=False)
+    axes = fig.subplots(n_rows, per_row, squeeze=False,
+                        gridspec_kw={"wspace": TILE_GAP, "hspace": TILE_GAP})
     for index, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -204,11 +219,15 @@ def latent_manifold(decode, path, n=15, image_shape=(8, 8)):
     if decoded.shape != (n * n, height * width):
         raise DataError(f"decode returned shape {decoded.shape} for {n * n} codes; expected "
                         f"({n * n}, {height * width}) for image_shape={(height, width)}")
-    canvas = decoded.reshape(n, n, height, width).transpose(0, 2, 1, 3).reshape(n * height, n * width)
-    vmin, vmax = _intensity_limits(canvas)
+    vmin, vmax = _intensity_limits(decoded)
+    # One blank (NaN, drawn white) pixel row and column between tiles.
+    tiles = np.full((n, n, height + 1, width + 1), np.nan)
+    tiles[:, :, :height, :width] = decoded.reshape(n, n, height, width)
+    canvas = tiles.transpose(0, 2, 1, 3).reshape(n * (height + 1), n * (width + 1))[:-1, :-1]
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
     fig = Figure(figsize=(6.0, 6.0))
     ax = fig.add_subplot()
-    ax.imshow(canvas, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest",
+    ax.imshow(canvas, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
               extent=(-0.5, n - 0.5, -0.5, n - 0.5))
     ticks = np.arange(0, n, max(1, n // 5))
     ax.set_xticks(ticks, [f"{coords[i]:.2f}" for i in ticks])
@@ -318,8 +337,11 @@ def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
     axes = fig.subplots(n_panels, 1, squeeze=False, sharex=True)[:, 0]
     for d, ax in enumerate(axes):
         mu, sd = mean[order, d], std[order, d]
-        ax.fill_between(t_test[order], mu - BAND_Z * sd, mu + BAND_Z * sd, color="C0", alpha=0.25,
+        lower, upper = mu - BAND_Z * sd, mu + BAND_Z * sd
+        ax.fill_between(t_test[order], lower, upper, color="C0", alpha=0.35, linewidth=0,
                         label="95% interval")
+        for edge in (lower, upper):  # the edges stay visible where the band is thin
+            ax.plot(t_test[order], edge, color="C0", linewidth=0.8, linestyle="--")
         ax.plot(t_test[order], mu, color="C0", label="GP mean")
         ax.plot(t_train, Z_train[:, d], "k.", label="anchor codes")
         ax.set_ylabel(f"$z_{{{d + 1}}}$")
@@ -329,7 +351,7 @@ def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
     return _save(fig, path)
 
 
-def compare_methods(truth, predictions, path, n_show=8):
+def compare_methods(truth, predictions, path, n_show=8, psnr=None):
     """Show held-out ground truth above each method's predictions.
 
     Parameters
@@ -342,6 +364,8 @@ def compare_methods(truth, predictions, path, n_show=8):
         Output PNG.
     n_show : int, default 8
         Number of columns: the first ``min(n_show, n)`` held-out inputs.
+    psnr : dict of str to float, optional
+        Method name -> PSNR in dB, written under that method's row label.
 
     Returns
     -------
@@ -367,4 +391,6 @@ def compare_methods(truth, predictions, path, n_show=8):
     if n_cols < 1:
         raise ValueError(f"n_show={n_show} must be >= 1")
     stacked = np.clip(np.concatenate([images[:n_cols] for images in rows.values()]), 0.0, 1.0)
-    return image_grid(stacked, path, nrow=len(rows), row_labels=list(rows))
+    psnr = {} if psnr is None else psnr
+    labels = [f"{name}\nPSNR {psnr[name]:.1f} dB" if name in psnr else name for name in rows]
+    return image_grid(stacked, path, nrow=len(rows), row_labels=labels)

@@ -251,3 +251,93 @@ def check_groups(groups, n: int, name: str = "groups") -> np.ndarray:
             "id per example (or None for one sequence)"
         )
     return groups
+
+
+def float_host_array(values, name: str) -> np.ndarray:
+    """``values`` as a float64 host array; None, sparse, complex and non-numbers are refused.
+
+    An object array of numbers is converted. An object array holding something that is not
+    a number raises TypeError (the entry's type is wrong, not its value); the other refusals
+    are :class:`DataError`.
+    """
+    if values is None:
+        raise DataError(f"{name} is None; pass an array of numbers")
+    from scipy import sparse
+
+    if sparse.issparse(values):
+        raise DataError(
+            f"{name} is a sparse {values.format} matrix of shape {values.shape}; sparse input "
+            f"is not supported: convert it with {name}.toarray()"
+        )
+    values = host_array(values)
+    if values.dtype.kind == "c":
+        raise DataError(
+            f"{name} has dtype {values.dtype}: Complex data not supported; pass real numbers "
+            f"(e.g. {name}.real)"
+        )
+    if values.dtype == object:
+        try:
+            return values.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            error = TypeError if isinstance(exc, TypeError) else DataError
+            raise error(f"{name} has dtype object with an entry that is not a number ({exc}); "
+                        "pass an array of numbers") from exc
+    return numeric_host_array(values, name).astype(np.float64, copy=False)
+
+
+def _reshape_hint(name: str, size: int, n_features: int | None) -> str:
+    """How to turn a 1-D array of ``size`` values into rows of ``n_features`` columns."""
+    if n_features is None:
+        return (f"{name}.reshape(-1, 1) if it holds one feature, or {name}.reshape(1, -1) if "
+                "it is one point")
+    if n_features == 1:
+        return f"{name}.reshape(-1, 1) for {size} points of one feature"
+    if size == n_features:
+        return f"{name}.reshape(1, -1) for one point of {n_features} features"
+    return f"rows of {n_features} features, as the model was fitted on"
+
+
+def check_samples(X, name: str = "X", n_features: int | None = None,
+                  estimator: str = "the model") -> np.ndarray:
+    """``X`` as a finite (n, d) float64 host array of at least one row and one column.
+
+    ``n_features``: the width a fitted ``estimator`` expects (None while fitting). The
+    messages follow scikit-learn's wording where its estimator checks look for it
+    ("Reshape your data", "0 feature(s)", "X has 2 features, but ... is expecting 3").
+    """
+    X = float_host_array(X, name)
+    if X.ndim != 2:
+        hint = f". Reshape your data: {_reshape_hint(name, X.size, n_features)}" if X.ndim == 1 else ""
+        raise DataError(f"{name} must be 2-D (one row per point), got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise DataError(f"{name} has zero rows (shape {X.shape}); give at least one point")
+    if X.shape[1] == 0:
+        raise DataError(f"{name} has 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                        "required; give at least one feature")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(
+            f"{name} has {X.shape[1]} features, but {estimator} is expecting {n_features} "
+            f"features as input; give points with the {n_features} columns it was fitted on"
+        )
+    check_finite(X, name)
+    return X
+
+
+def check_sum_of_squares(values: np.ndarray, dtype, name: str, fix: str) -> None:
+    """DataError if a sum of squares of the finite host array ``values`` can overflow ``dtype``.
+
+    A Gaussian likelihood holds ``sum(values**2)`` (times a precision): beyond
+    ``sqrt(max / n)`` for ``n`` rows it is infinite, and every result derived from it is
+    NaN. ``fix`` says what to do, e.g. "rescale y or use normalize_y=True".
+    """
+    dtype = np.dtype(dtype)
+    if values.size == 0:
+        return
+    limit = float(np.sqrt(np.finfo(dtype).max / values.shape[0]))
+    largest = float(np.max(np.abs(values)))
+    if largest > limit:
+        raise DataError(
+            f"{name} reaches magnitude {largest:.3g}, beyond {limit:.3g} (sqrt of {dtype.name}'s "
+            f"largest value over {values.shape[0]} rows), where its sum of squares overflows "
+            f"{dtype.name}; {fix}"
+        )

@@ -219,3 +219,25 @@ def test_wrong_kind_says_how_to_load_it(tmp_path):
     with pytest.raises(CheckpointError, match="this is a GPRegressor checkpoint") as info:
         load_checkpoint(path, kind="VAE")
     assert "load it with GPRegressor.load" in str(info.value)
+
+
+def test_saving_under_a_regular_file_names_the_file_and_leaves_it(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(NotADirectoryError, match=r"'.*notes.txt' is a regular file, not a "
+                                                 r"folder; choose another output path"):
+        save_checkpoint(blocker / "run" / "model.npz", {"x": np.ones(2)}, {}, kind="VAE")
+    assert blocker.read_text() == "a file, not a folder"
+    with pytest.raises(IsADirectoryError, match="it is a folder; give a file name"):
+        save_checkpoint(tmp_path, {"x": np.ones(2)}, {}, kind="VAE")
+
+
+def test_saving_to_a_read_only_folder_says_so_before_writing(tmp_path, monkeypatch):
+    from minivae import files
+
+    # os.access stands in for a read-only mount, which a test running as root cannot make.
+    monkeypatch.setattr(files.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match=r"the folder '.*' is not writable; choose a "
+                                              r"writable location"):
+        save_checkpoint(tmp_path / "model.npz", {"x": np.ones(2)}, {}, kind="VAE")
+    assert list(tmp_path.iterdir()) == []

@@ -130,3 +130,28 @@ def test_train_var_defaults_to_the_models_epochs():
 
     args = cli.build_parser().parse_args(["train", "var"])
     assert tuple(args.epochs) == DEFAULT_EPOCHS
+
+
+def test_version_is_printed_by_the_command_and_by_python_dash_m(capsys):
+    import subprocess
+    import sys
+
+    import minivae
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minivae {minivae.__version__}"
+    result = subprocess.run([sys.executable, "-m", "minivae", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"minivae {minivae.__version__}"
+
+
+def test_license_and_py_typed_ship_with_the_package():
+    from pathlib import Path
+
+    import minivae
+
+    package = Path(minivae.__file__).parent
+    assert (package / "py.typed").is_file()
+    assert "MIT License" in (package.parent / "LICENSE").read_text()

@@ -226,6 +226,10 @@ def test_load_npz(tmp_path):
         load_npz(tmp_path / "d.npz")
     np.savez(tmp_path / "one.npz", only=np.ones(3))
     np.testing.assert_array_equal(load_npz(tmp_path / "one.npz"), np.ones(3))
+    np.save(tmp_path / "single.npy", np.ones(3))
+    with pytest.raises(DataError, match=r"holds a single array \(a .npy file\), not an npz "
+                                        r"archive; load it with numpy.load"):
+        load_npz(tmp_path / "single.npy")
 
 
 def _write_png(path, pixels):

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn import gaussian_process as sk_gp
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.gaussian_process import kernels as sk_kernels
 
 from minivae import backend as backend_module
@@ -362,7 +363,7 @@ def test_shape_problems_are_data_errors(rng):
     with pytest.raises(DataError, match="X has dtype <U1, which is not numeric"):
         GPRegressor().fit(np.array([["a", "b"]] * 3), y[:3])
     model = GPRegressor(optimize=False).fit(X, y)
-    with pytest.raises(DataError, match="X has 2 columns but the model was fitted on 3"):
+    with pytest.raises(DataError, match="X has 2 features, but GPRegressor is expecting 3"):
         model.predict(X[:, :2])
 
 
@@ -381,9 +382,11 @@ def test_shape_problems_are_data_errors(rng):
     ({"dtype": "int32"}, "not supported"),
     ({"device": "tpu"}, "not one of"),
 ])
-def test_bad_arguments_are_value_errors(kwargs, message):
+def test_bad_arguments_are_value_errors_at_fit(rng, kwargs, message):
+    X, y = make_data(rng, 1)
+    model = GPRegressor(**kwargs)  # stored unchanged, as scikit-learn's estimators do
     with pytest.raises(ValueError, match=message):
-        GPRegressor(**kwargs)
+        model.fit(X, y)
 
 
 def test_bad_bounds_and_start_outside_bounds_are_value_errors(rng):
@@ -400,7 +403,7 @@ def test_bad_bounds_and_start_outside_bounds_are_value_errors(rng):
 
 def test_misuse_of_predict(rng):
     X, y = make_data(rng, 1)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         GPRegressor().predict(X)
     model = GPRegressor(optimize=False).fit(X, y)
     with pytest.raises(ValueError, match="cannot both be True"):
@@ -461,10 +464,10 @@ def test_save_and_load_round_trip(rng, tmp_path):
 def test_numpy_integer_seed_is_stored_as_int_and_saves(rng, tmp_path):
     X, y = make_data(rng, 1)
     model = GPRegressor(seed=np.int64(3), n_restarts=1).fit(X, y)
-    assert type(model.seed) is int and model.seed == 3
+    assert model.seed == 3
     model.save(tmp_path / "gp.npz")
     loaded = GPRegressor.load(tmp_path / "gp.npz")
-    assert loaded.seed == 3
+    assert type(loaded.seed) is int and loaded.seed == 3
     np.testing.assert_array_equal(GPRegressor(seed=3, n_restarts=1).fit(X, y).theta_,
                                   model.theta_)
 
@@ -499,3 +502,31 @@ def test_cuda_sim_fit_agrees_with_cpu(rng):
     X_test = X[:3] + 0.25
     for mine, theirs in zip(sim.predict(X_test, return_std=True), same.predict(X_test, return_std=True)):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10)
+
+
+# ---- extreme scales ---------------------------------------------------------------------
+
+
+def test_targets_whose_squares_overflow_are_refused_unless_normalised(rng):
+    X, y = make_data(rng, 1, n=20)
+    for scale in (1e300, 1e200):
+        with pytest.raises(DataError, match=r"y reaches magnitude .*sum of squares overflows "
+                                             r"float64; rescale y or use normalize_y=True"):
+            GPRegressor().fit(X, y * scale)
+    model = GPRegressor(normalize_y=True).fit(X, y * 1e200)
+    unit = GPRegressor(normalize_y=True).fit(X, y)
+    np.testing.assert_allclose(model.predict(X[:4]) / 1e200, unit.predict(X[:4]), rtol=1e-6)
+
+
+def test_optimum_on_a_scale_bound_warns_with_the_fix(rng):
+    X, y = make_data(rng, 1, n=20)
+    with pytest.warns(ConvergenceWarning, match=r"variance at its upper bound 1e\+05.*"
+                                                r"rescale y or use normalize_y=True"):
+        GPRegressor().fit(X, y * 1e150)
+
+
+def test_inputs_beyond_the_kernels_range_name_the_scale(rng):
+    X, y = make_data(rng, 1, n=20)
+    with pytest.raises(DataError, match=r"the data's scale is beyond what float64 holds in the "
+                                        r"kernel; rescale X"):
+        GPRegressor().fit(X * 1e200, y)

@@ -143,3 +143,36 @@ def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
         plots.plot_history({"epoch": [1, 2], "train_loss": [2.0, 1.0]}, target)
     assert target.read_bytes() == b"previous figure"
     assert [p.name for p in tmp_path.iterdir()] == ["history.png"]
+
+
+def test_figures_read_at_a_glance(tmp_path, monkeypatch, rng):
+    saved = _capture_saved_figures(monkeypatch)
+    plots.plot_history({"epoch": [1, 2, 3], "train_loss": [500.0, 40.0, 30.0],
+                        "val_loss": [None, 45.0, 35.0]}, tmp_path / "h.png")
+    (ax,) = saved[-1].axes
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 2
+    plots.plot_history({"epoch": [1, 2], "train_loss": [40.0, 30.0]}, tmp_path / "h.png")
+    assert saved[-1].axes[0].get_yscale() == "linear"
+    plots.image_grid(rng.random((4, 8, 8)), tmp_path / "g.png")
+    assert saved[-1].subplotpars.wspace > 0 and saved[-1].subplotpars.hspace > 0
+    plots.latent_manifold(lambda z: np.ones((z.shape[0], 16)), tmp_path / "m.png", n=3,
+                          image_shape=(4, 4))
+    canvas = saved[-1].axes[0].get_images()[0].get_array()
+    assert canvas.shape == (3 * 5 - 1, 3 * 5 - 1) and np.ma.is_masked(canvas[4, 0])
+    t = np.linspace(0, 1, 5)
+    plots.plot_latent_trajectory(t, rng.random((5, 2)), t, rng.random((5, 2)), np.full(5, 1e-3),
+                                 tmp_path / "t.png", dims=1)
+    band = saved[-1].axes[0].collections[0]
+    assert band.get_alpha() >= 0.3 and len(saved[-1].axes[0].get_lines()) == 4  # mean, edges, codes
+    truth = rng.random((3, 8, 8))
+    plots.compare_methods(truth, {"VAR": truth}, tmp_path / "c.png", psnr={"VAR": 31.25})
+    labels = [ax.get_ylabel() for ax in saved[-1].axes if ax.get_ylabel()]
+    assert labels == ["ground truth", "VAR\nPSNR 31.2 dB"]
+
+
+def test_new_figure_options_write_pngs(tmp_path, rng):
+    truth = rng.random((3, 8, 8))
+    assert_real_png(plots.compare_methods(truth, {"VAR": truth}, tmp_path / "c.png",
+                                          psnr={"VAR": 20.0}))
+    assert_real_png(plots.plot_history({"epoch": [1, 2], "train_loss": [900.0, 3.0]},
+                                       tmp_path / "h.png"))

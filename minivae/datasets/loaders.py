@@ -159,10 +159,10 @@ def load_npz(path, key=None, scale=True):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{str(path)!r} cannot be read as an npz archive ({error}); "
                         "check that it was written by numpy.savez and copied completely") from error
+    if not hasattr(archive, "files"):
+        raise DataError(f"{str(path)!r} holds a single array (a .npy file), not an npz "
+                        "archive; load it with numpy.load, or save it with numpy.savez")
     with archive:
-        if not hasattr(archive, "files"):
-            raise DataError(f"{str(path)!r} holds a single array, not an npz archive; "
-                            "load it with numpy.load")
         if key is None:
             if len(archive.files) != 1:
                 raise DataError(f"{str(path)!r} holds {len(archive.files)} arrays "
