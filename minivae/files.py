@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -41,9 +42,20 @@ def check_writable(path) -> Path:
             f"cannot write {str(path)!r}: {str(parent)!r} is a regular file, not a folder; "
             "choose another output path or move that file"
         )
+    refusal = None
     if not os.access(parent, os.W_OK | os.X_OK):
+        refusal = "is not writable"
+    else:  # permissions can allow what the file system refuses (a read-only mount, /proc)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        except OSError as exc:
+            refusal = f"refuses new files ({exc.strerror})"
+        else:
+            os.close(fd)
+            os.unlink(probe)
+    if refusal:
         raise PermissionError(
-            f"cannot write {str(path)!r}: the folder {str(parent)!r} is not writable; choose "
+            f"cannot write {str(path)!r}: the folder {str(parent)!r} {refusal}; choose "
             "a writable location or change the folder's permissions"
         )
     return path

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError, TrainingDivergedError
+from .files import check_writable
 from .kernels.threads import pinned_threads
 from .optim import make_optimizer
 from .params import FlatArrays
@@ -160,6 +161,8 @@ def _check_arguments(n_examples, batch_size, checkpoint, checkpoint_every, resum
             raise ValueError(f"{name}={value!r} must be a positive integer")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path> to resume from")
+    if checkpoint is not None:
+        check_writable(checkpoint)  # a bad path fails now, not after the first epoch
 
 
 def _flatten(meta, prefix: str = "") -> dict:

@@ -719,3 +719,25 @@ def test_extending_a_finished_stopping_phase_continues_from_its_last_epoch(tmp_p
     history = run(resumed, 5, path, resume=True)
     assert history == {**straight_history, "seconds": history["seconds"]}
     _assert_unchanged(resumed, _snapshot(straight))
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "refusing_folder"])
+def test_a_bad_checkpoint_path_fails_before_the_first_step(tmp_path, monkeypatch, where):
+    from minivae import files
+
+    if where == "under_a_file":
+        (tmp_path / "notes.txt").write_text("a file")
+        path, error = tmp_path / "notes.txt" / "run.npz", NotADirectoryError
+    else:
+        # mkstemp refusing stands in for a read-only mount, which root cannot make.
+        def refuse(**kwargs):
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+        path, error = tmp_path / "run.npz", PermissionError
+    model = _model()
+    with pytest.raises(error, match="choose a"):
+        _fit(model, epochs=2, checkpoint=path)
+    assert model.seen == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["notes.txt"] if where == "under_a_file"
+                                                          else [])
