@@ -55,8 +55,9 @@ def main(argv=None):
 
     grid = np.linspace(-0.5, 2.0 * np.pi + 0.5, 400)[:, None]
     mean, std = model.predict(grid, return_std=True)  # std of the latent f, not of y
-    path = plot_gp_1d(X, y, grid, mean, std, Path(args.out) / "gp_regression.png",
-                      title="GP regression of sin(x): posterior mean and 95% band of f")
+    path = Path(args.out) / "gp_regression.png"
+    plot_gp_1d(X, y, grid, mean, std, path,
+               title="GP regression of sin(x): posterior mean and 95% band of f")
     print(f"wrote {path}")
 
 

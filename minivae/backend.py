@@ -129,7 +129,7 @@ def _cpu() -> Backend:
 def _cuda_sim() -> Backend:
     import numba
 
-    if not numba.config.ENABLE_CUDASIM:
+    if not numba.config.ENABLE_CUDASIM:  # type: ignore[attr-defined]
         raise DeviceUnavailableError(
             'device="cuda-sim" needs Numba\'s CUDA simulator, which is off in this process. '
             "Set the environment variable NUMBA_ENABLE_CUDASIM=1 before Python starts "
@@ -166,7 +166,7 @@ def _gpu() -> Backend:
         )
     import numba
 
-    if numba.config.ENABLE_CUDASIM:
+    if numba.config.ENABLE_CUDASIM:  # type: ignore[attr-defined]
         raise DeviceUnavailableError(
             'device="gpu" cannot run while NUMBA_ENABLE_CUDASIM=1 is set (the kernels would '
             'run in the simulator); unset it, or use device="cuda-sim" for tests.'

@@ -104,8 +104,8 @@ def save_checkpoint(path, arrays: dict, meta: dict, kind: str) -> None:
     }
     meta_json = json.dumps(full_meta)
 
-    atomic_write(path, lambda handle: np.savez(handle, **host_arrays,
-                                               **{META_KEY: np.array(meta_json)}))
+    named = {**host_arrays, META_KEY: np.array(meta_json)}
+    atomic_write(path, lambda handle: np.savez(handle, **named))  # type: ignore[arg-type]
 
 
 def load_checkpoint(path, kind: str | None = None) -> tuple[dict, dict]:

@@ -251,8 +251,8 @@ def fit_gp_csv(path, out_dir, ard=False, n_restarts=2, seed=0, normalize_y=True,
         lo, hi = X[:, 0].min(), X[:, 0].max()
         grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 400)[:, None]
         mean, std = model.predict(grid, return_std=True)
-        metrics["plot"] = str(plot_gp_1d(X, y, grid, mean, std, out / "gp_fit.png",
-                                         title=f"GP fit to {Path(path).name}"))
+        metrics["plot"] = str(out / "gp_fit.png")
+        plot_gp_1d(X, y, grid, mean, std, metrics["plot"], title=f"GP fit to {Path(path).name}")
     write_json(out / "metrics.json", metrics)
     return metrics
 

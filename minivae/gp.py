@@ -30,8 +30,10 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from os import PathLike
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -77,8 +79,8 @@ class Factor:
     ----------
     X : (n, d) array on ``backend``
         Training inputs.
-    lengthscale : (p,) ndarray
-        Host float array, ``p`` in {1, d}.
+    lengthscale : float or (p,) ndarray
+        A float when isotropic, else a host array of the ``p = d`` lengthscales.
     variance : float
         Signal variance ``s``.
     noise : float
@@ -93,7 +95,7 @@ class Factor:
     """
 
     X: object
-    lengthscale: np.ndarray
+    lengthscale: float | np.ndarray
     variance: float
     noise: float
     amplitudes: object
@@ -124,7 +126,8 @@ def _amplitude_pair(xp, X, X_test, amp, amp_test):
     return a, b
 
 
-def factorise(X, theta, amplitudes=None, backend=None, *, warn=True) -> Factor:
+def factorise(X, theta: ArrayLike, amplitudes=None, backend: Backend | str | None = None, *,
+              warn: bool = True) -> Factor:
     """Factorise ``K(X, X) + noise I`` at ``theta`` (Algorithm 2.1, line 2).
 
     Parameters
@@ -156,7 +159,8 @@ def factorise(X, theta, amplitudes=None, backend=None, *, warn=True) -> Factor:
     return Factor(X, lengthscale, variance, noise, amplitudes, L, float(jitter), backend)
 
 
-def predictive(factor, alpha, X_test, amp_test=None, *, return_var=False, return_cov=False):
+def predictive(factor: Factor, alpha, X_test, amp_test=None, *, return_var: bool = False,
+               return_cov: bool = False):
     """Predictive mean and, if asked, variance or covariance of the latent ``f``.
 
     Parameters
@@ -215,7 +219,7 @@ def _lml_from(factor, Y, alpha) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-def unpack_theta(theta, n_features: int):
+def unpack_theta(theta: ArrayLike, n_features: int) -> tuple[float | np.ndarray, float, float]:
     """Split ``theta = (log l_1..l_p, log s, log noise)`` into natural units.
 
     Parameters
@@ -255,7 +259,8 @@ def unpack_theta(theta, n_features: int):
 # ---------------------------------------------------------------------------------------
 
 
-def log_marginal_likelihood(X, Y, theta, backend=None, eval_gradient=False):
+def log_marginal_likelihood(X, Y, theta: ArrayLike, backend: Backend | str | None = None,
+                            eval_gradient: bool = False):
     """Log marginal likelihood of targets ``Y`` under the GP, summed over output columns.
 
     Parameters
@@ -328,7 +333,8 @@ def _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, war
 # ---------------------------------------------------------------------------------------
 
 
-def posterior_mean(X_train, Z, X_test, theta, amp_train=None, amp_test=None, backend=None):
+def posterior_mean(X_train, Z, X_test, theta: ArrayLike, amp_train=None, amp_test=None,
+                   backend: Backend | str | None = None):
     """GP posterior mean ``K(X*, X) (K(X, X) + noise I)^-1 Z`` and a cache for its backward.
 
     Parameters
@@ -576,9 +582,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     their log marginal likelihoods add up.
     """
 
-    def __init__(self, lengthscale=1.0, variance=1.0, noise=1e-2, ard=False, optimize=True,
-                 n_restarts=0, bounds=None, normalize_y=False, dtype="float64", seed=0,
-                 device="cpu"):
+    def __init__(self, lengthscale: float | ArrayLike = 1.0, variance: float = 1.0,
+                 noise: float = 1e-2, ard: bool = False, optimize: bool = True,
+                 n_restarts: int = 0, bounds: ArrayLike | None = None, normalize_y: bool = False,
+                 dtype: DTypeLike = "float64", seed: int = 0, device: str = "cpu") -> None:
         self.lengthscale = lengthscale
         self.variance = variance
         self.noise = noise
@@ -660,7 +667,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> GPRegressor:
         """Fit to inputs ``X`` (n, d) and targets ``y`` (n,) or (n, t).
 
         With ``optimize=True`` the hyperparameters maximise the log marginal likelihood
@@ -751,13 +758,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         starts = [theta0] + [
             self._rng.uniform(log_bounds[:, 0], log_bounds[:, 1]) for _ in range(self.n_restarts)
         ]
-        best_theta, best_value = None, np.inf
+        best_theta, best_value = np.asarray(theta0), np.inf
         # Tolerances tighter than SciPy's defaults: the analytic gradient is exact to
         # round-off, so the optimiser can stop much closer to the optimum.
         for start in starts:
             result = minimize(negative_lml, start, jac=True, method="L-BFGS-B",
                               bounds=log_bounds, options={"ftol": 1e-12, "gtol": 1e-8})
-            if best_theta is None or result.fun < best_value:
+            if result.fun < best_value or not np.isfinite(best_value):
                 best_theta, best_value = result.x, result.fun
         self._warn_jitter_summary(jitters)
         self._warn_at_bounds(best_theta, log_bounds)
@@ -832,7 +839,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         validate_data(self, X, reset=False, skip_check_array=True)  # feature names
         return X_host
 
-    def log_marginal_likelihood(self, theta=None, eval_gradient=False):
+    def log_marginal_likelihood(self, theta: ArrayLike | None = None,
+                                eval_gradient: bool = False) -> float | tuple[float, np.ndarray]:
         """Log marginal likelihood of the training targets, summed over outputs.
 
         Parameters
@@ -876,7 +884,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         """Drop the output axis for a model fitted on 1-D y."""
         return A[:, 0] if self._y_ndim == 1 else A
 
-    def predict(self, X, return_std=False, return_cov=False, include_noise=False):
+    def predict(self, X: ArrayLike, return_std: bool = False, return_cov: bool = False,
+                include_noise: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior predictive mean, and optionally its standard deviation or covariance.
 
         Parameters
@@ -924,7 +933,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         scaled = spread[..., None] * scale
         return scaled[..., 0] if self._y_ndim == 1 else scaled
 
-    def sample_y(self, X, n_samples=1, seed=None, include_noise=False):
+    def sample_y(self, X: ArrayLike, n_samples: int = 1, seed: int | None = None,
+                 include_noise: bool = False) -> np.ndarray:
         """Draw functions from the posterior at ``X``.
 
         Parameters
@@ -980,7 +990,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             "device": self._backend.name,
         }
 
-    def save(self, path) -> None:
+    def save(self, path: str | PathLike[str]) -> None:
         """Write the fitted model to ``path`` (a ``.npz`` checkpoint, atomically).
 
         The file holds the configuration, the training data and the fitted theta; the
@@ -1001,7 +1011,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         save_checkpoint(path, arrays, meta, kind="GPRegressor")
 
     @classmethod
-    def load(cls, path, device=None):
+    def load(cls, path: str | PathLike[str], device: str | None = None) -> GPRegressor:
         """Read a model written by :meth:`save`; ``device`` overrides the saved one.
 
         Raises

@@ -138,7 +138,8 @@ class Optimizer(abc.ABC):
         for name, grad in grads.items():
             _check_grad(name, params[name], grad)
         self.t += 1
-        if isinstance(params, FlatArrays) and params.leads_with(grads):
+        if isinstance(params, FlatArrays) and isinstance(grads, FlatArrays) \
+                and params.leads_with(grads):
             self._flat_slots(grads)
             self._update(_FLAT, params.flat[:grads.flat.size], grads.flat)
             return

@@ -1,18 +1,25 @@
 """PNG figures: training curves, image grids, the latent manifold, GP posteriors, comparisons.
 
 Every function draws with matplotlib's object API (``matplotlib.figure.Figure``, never
-pyplot, so no display or global state is involved), writes the PNG atomically - to a
-temporary file in the target folder, then renamed over ``path`` - and returns the path.
-A failed save leaves neither a partial PNG nor the temporary file behind. Missing parent
-folders are created.
+pyplot, so no display or global state is involved) and returns the Figure. Given ``path``
+it also writes the PNG atomically - to a temporary file in the target folder, then renamed
+over ``path``; a failed save leaves neither a partial PNG nor the temporary file behind, and
+missing parent folders are created. Given ``ax=`` (one-panel figures) or ``fig=`` (grids
+and multi-panel figures: a Figure or SubFigure), it draws there instead of on a new Figure,
+so the plot can be a panel of the user's own figure.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
+from typing import Union
 
 import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
+from numpy.typing import ArrayLike
 
 from .files import atomic_write
 from .errors import DataError
@@ -22,10 +29,40 @@ BAND_Z = 1.959963984540054
 """Half-width of a central 95% Gaussian interval in standard deviations."""
 
 
-def _save(fig, path):
-    """Write ``fig`` as PNG to ``path`` atomically (:func:`minivae.files.atomic_write`)
-    and return the path."""
-    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+#: Where a figure is written: a path, or None to only return the Figure.
+OutPath = Union[str, "PathLike[str]", None]
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | SubFigure, Axes]:
+    """The user's ``ax`` and its figure, or one Axes on a new Figure of ``figsize``."""
+    if ax is None:
+        fig = Figure(figsize=figsize)
+        return fig, fig.add_subplot()
+    if not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    return ax.figure, ax
+
+
+def _canvas(fig: Figure | SubFigure | None, figsize: tuple[float, float]) -> Figure | SubFigure:
+    """The user's Figure or SubFigure, or a new Figure of ``figsize``."""
+    if fig is None:
+        return Figure(figsize=figsize)
+    if not isinstance(fig, (Figure, SubFigure)):
+        raise TypeError(f"fig must be a matplotlib Figure or SubFigure, got {type(fig).__name__}")
+    return fig
+
+
+def _finish(fig, path: OutPath, own: bool) -> Figure:
+    """Lay out a figure this module made, write it to ``path`` (if given) atomically
+    (:func:`minivae.files.atomic_write`), and return the top-level Figure."""
+    if own:
+        fig.tight_layout()
+    top = fig
+    while isinstance(top, SubFigure):
+        top = top.figure
+    if path is not None:
+        atomic_write(path, lambda handle: top.savefig(handle, format="png", dpi=100))
+    return top
 
 
 def _to_host(values):
@@ -59,7 +96,9 @@ LOG_AXIS_RATIO = 10.0
 TILE_GAP = 0.08
 
 
-def plot_history(history, path, title=None, ylabel=None):
+def plot_history(history: Mapping[str, Sequence], path: OutPath = None,
+                 title: str | None = None, ylabel: str | None = None, *,
+                 ax: Axes | None = None) -> Figure:
     """Plot training (and validation) loss per epoch, with phase boundaries.
 
     The y-axis is logarithmic when the positive losses span more than a factor
@@ -72,17 +111,20 @@ def plot_history(history, path, title=None, ylabel=None):
         (``"val_elbo"``) and ``"phase"`` (one label per epoch; a vertical line marks each
         change). All lists have one entry per epoch; None entries (epochs without a
         validation pass) are left as gaps. Losses are in nats per example.
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     title : str, optional
     ylabel : str, optional
         The y-axis label. By default ``"negative ELBO (nats/example)"`` for
         ``"train_loss"`` and ``"ELBO (nats/example)"`` for ``"train_elbo"``; give another
         for a loss that is not the ELBO (VAR's joint and fine-tuning phases).
+    ax : matplotlib.axes.Axes, optional
+        Draw on this Axes of the caller's figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
     """
     if "epoch" not in history:
         raise DataError(f"history has no 'epoch' list; its keys are {sorted(history)}")
@@ -104,8 +146,8 @@ def plot_history(history, path, title=None, ylabel=None):
         values = np.asarray(history[key], dtype=np.float64)
         if not np.isnan(values).all():
             curves[f"{split} {prefix}"] = values
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = _axes(ax, (6.4, 4.0))
     for label, values in curves.items():
         ax.plot(epochs, values, marker="." if len(epochs) < 30 else None, label=label)
     phases = history.get("phase")
@@ -120,25 +162,26 @@ def plot_history(history, path, title=None, ylabel=None):
                             xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.3")
     ax.set_xlabel("epoch")
     ax.set_ylabel(default_ylabel if ylabel is None else ylabel)
-    plotted = np.concatenate([values[np.isfinite(values)] for values in curves.values()] or [[]])
+    plotted = np.concatenate([values[np.isfinite(values)] for values in curves.values()] or [np.empty(0)])
     if plotted.size and plotted.min() > 0 and plotted.max() > LOG_AXIS_RATIO * plotted.min():
         ax.set_yscale("log")  # the first epochs' losses would flatten the rest
     ax.legend()
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, own)
 
 
-def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray"):
+def image_grid(images: ArrayLike, path: OutPath = None, nrow: int | None = None,
+               titles: Sequence[str] | None = None, row_labels: Sequence[str] | None = None,
+               cmap: str = "gray", *, fig: Figure | SubFigure | None = None) -> Figure:
     """Tile images into a grid.
 
     Parameters
     ----------
     images : array_like, shape (n, H, W) or (n, D) with D a perfect square
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     nrow : int, optional
         Number of grid rows; the images fill them row by row, ceil(n / nrow) per row.
         Default ceil(sqrt(n)).
@@ -147,10 +190,13 @@ def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray
     row_labels : sequence of str, optional
         One label per grid row, written at the left.
     cmap : str, default "gray"
+    fig : matplotlib.figure.Figure or SubFigure, optional
+        Draw the panels into this empty figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
     """
     images = _as_images(images)
     n = images.shape[0]
@@ -163,9 +209,16 @@ def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray
     if row_labels is not None and len(row_labels) != n_rows:
         raise DataError(f"{len(row_labels)} row labels for {n_rows} grid rows; give one per row")
     vmin, vmax = _intensity_limits(images)
-    fig = Figure(figsize=(1.2 * per_row + (1.0 if row_labels else 0.2), 1.2 * n_rows + 0.2))
-    axes = fig.subplots(n_rows, per_row, squeeze=False,
-                        gridspec_kw={"wspace": TILE_GAP, "hspace": TILE_GAP})
+    own = fig is None
+    width, height = 1.2 * per_row + (1.0 if row_labels else 0.2), 1.2 * n_rows + 0.2
+    fig = _canvas(fig, (width, height))
+    # Fixed margins (tight_layout cannot place imshow tiles): room for the row labels at the
+    # left and the titles above each row, and a TILE_GAP between tiles.
+    gaps = {"wspace": TILE_GAP, "hspace": TILE_GAP + (0.25 if titles is not None else 0.0)}
+    if own:
+        gaps.update(left=(0.9 if row_labels else 0.1) / width, right=1 - 0.1 / width,
+                    bottom=0.1 / height, top=1 - (0.3 if titles is not None else 0.1) / height)
+    axes = fig.subplots(n_rows, per_row, squeeze=False, gridspec_kw=gaps)
     for index, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -178,27 +231,31 @@ def image_grid(images, path, nrow=None, titles=None, row_labels=None, cmap="gray
     if row_labels is not None:
         for row, label in enumerate(row_labels):
             axes[row, 0].set_ylabel(str(label), fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, own=False)
 
 
-def latent_manifold(decode, path, n=15, image_shape=(8, 8)):
+def latent_manifold(decode: Callable, path: OutPath = None, n: int = 15,
+                    image_shape: tuple[int, int] = (8, 8), *,
+                    ax: Axes | None = None) -> Figure:
     """Decode a grid over a 2-D latent space (Kingma & Welling 2014, Fig. 4).
 
     Parameters
     ----------
     decode : callable
         Maps latent codes (m, 2) float64 to images (m, D), D = H * W (NumPy or CuPy).
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     n : int, default 15
         Grid points per latent axis.
     image_shape : tuple of int, default (8, 8)
         (H, W) of a decoded image.
+    ax : matplotlib.axes.Axes, optional
+        Draw on this Axes of the caller's figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
 
     Notes
     -----
@@ -225,8 +282,8 @@ def latent_manifold(decode, path, n=15, image_shape=(8, 8)):
     tiles[:, :, :height, :width] = decoded.reshape(n, n, height, width)
     canvas = tiles.transpose(0, 2, 1, 3).reshape(n * (height + 1), n * (width + 1))[:-1, :-1]
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
-    fig = Figure(figsize=(6.0, 6.0))
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = _axes(ax, (6.0, 6.0))
     ax.imshow(canvas, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
               extent=(-0.5, n - 0.5, -0.5, n - 0.5))
     ticks = np.arange(0, n, max(1, n // 5))
@@ -235,8 +292,7 @@ def latent_manifold(decode, path, n=15, image_shape=(8, 8)):
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     ax.set_title("decoded latent grid")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, own)
 
 
 def _column(values, label):
@@ -249,7 +305,9 @@ def _column(values, label):
     return values
 
 
-def plot_gp_1d(X_train, y_train, X_test, mean, std, path, title=None):
+def plot_gp_1d(X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike, mean: ArrayLike,
+               std: ArrayLike, path: OutPath = None, title: str | None = None, *,
+               ax: Axes | None = None) -> Figure:
     """Plot a 1-D GP posterior: training data, mean and 95% band.
 
     Parameters
@@ -259,13 +317,16 @@ def plot_gp_1d(X_train, y_train, X_test, mean, std, path, title=None):
     X_test : array_like, shape (m,) or (m, 1)
     mean, std : array_like, shape (m,) or (m, 1)
         Posterior mean and standard deviation at ``X_test``.
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     title : str, optional
+    ax : matplotlib.axes.Axes, optional
+        Draw on this Axes of the caller's figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
 
     Notes
     -----
@@ -280,10 +341,10 @@ def plot_gp_1d(X_train, y_train, X_test, mean, std, path, title=None):
                         "points; give one mean and std per test input")
     order = np.argsort(x_test, kind="stable")
     x_test, mu, sd = x_test[order], mu[order], sd[order]
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    ax.fill_between(x_test, mu - BAND_Z * sd, mu + BAND_Z * sd, color="C0", alpha=0.25,
-                    label="95% interval")
+    own = ax is None
+    fig, ax = _axes(ax, (6.4, 4.0))
+    ax.fill_between(x_test, mu - BAND_Z * sd, mu + BAND_Z * sd, color="C0", alpha=0.35,
+                    linewidth=0, label="95% interval")
     ax.plot(x_test, mu, color="C0", label="posterior mean")
     ax.plot(x_train, y, "k.", label="training data")
     ax.set_xlabel("x")
@@ -291,11 +352,13 @@ def plot_gp_1d(X_train, y_train, X_test, mean, std, path, title=None):
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, own)
 
 
-def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
+def plot_latent_trajectory(t_train: ArrayLike, Z_train: ArrayLike, t_test: ArrayLike,
+                           mean: ArrayLike, std: ArrayLike, path: OutPath = None,
+                           dims: int = 2, *,
+                           fig: Figure | SubFigure | None = None) -> Figure:
     """Plot, per latent dimension, the anchors' codes and the GP regression over t (VAR).
 
     Parameters
@@ -310,14 +373,17 @@ def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
         GP posterior mean of the code.
     std : array_like, shape (m,) or (m, k)
         GP posterior standard deviation, shared by all dimensions or per dimension.
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     dims : int, default 2
         Plot the first ``min(dims, k)`` latent dimensions, one panel each.
+    fig : matplotlib.figure.Figure or SubFigure, optional
+        Draw the panels into this empty figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
     """
     t_train, t_test = _column(t_train, "t_train"), _column(t_test, "t_test")
     Z_train, mean, std = _to_host(Z_train), _to_host(mean), _to_host(std)
@@ -333,7 +399,8 @@ def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
         raise DataError(f"std has shape {std.shape}; expected ({t_test.size},) or {mean.shape}")
     n_panels = max(1, min(int(dims), k))
     order = np.argsort(t_test, kind="stable")
-    fig = Figure(figsize=(6.4, 2.2 * n_panels + 0.4))
+    own = fig is None
+    fig = _canvas(fig, (6.4, 2.2 * n_panels + 0.4))
     axes = fig.subplots(n_panels, 1, squeeze=False, sharex=True)[:, 0]
     for d, ax in enumerate(axes):
         mu, sd = mean[order, d], std[order, d]
@@ -347,11 +414,13 @@ def plot_latent_trajectory(t_train, Z_train, t_test, mean, std, path, dims=2):
         ax.set_ylabel(f"$z_{{{d + 1}}}$")
     axes[0].legend(fontsize=8)
     axes[-1].set_xlabel("t")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, own)
 
 
-def compare_methods(truth, predictions, path, n_show=8, psnr=None):
+def compare_methods(truth: ArrayLike, predictions: Mapping[str, ArrayLike],
+                    path: OutPath = None, n_show: int = 8,
+                    psnr: Mapping[str, float] | None = None, *,
+                    fig: Figure | SubFigure | None = None) -> Figure:
     """Show held-out ground truth above each method's predictions.
 
     Parameters
@@ -360,16 +429,19 @@ def compare_methods(truth, predictions, path, n_show=8, psnr=None):
         Held-out images.
     predictions : dict of str to array_like
         Method name -> predicted images, each of the shape of ``truth``.
-    path : str or Path
-        Output PNG.
+    path : str or Path, optional
+        Output PNG; None only returns the Figure.
     n_show : int, default 8
         Number of columns: the first ``min(n_show, n)`` held-out inputs.
     psnr : dict of str to float, optional
         Method name -> PSNR in dB, written under that method's row label.
+    fig : matplotlib.figure.Figure or SubFigure, optional
+        Draw the panels into this empty figure instead of a new Figure.
 
     Returns
     -------
-    Path
+    matplotlib.figure.Figure
+        The figure drawn on (the top-level one when ``ax`` or ``fig`` was given).
 
     Notes
     -----
@@ -393,4 +465,4 @@ def compare_methods(truth, predictions, path, n_show=8, psnr=None):
     stacked = np.clip(np.concatenate([images[:n_cols] for images in rows.values()]), 0.0, 1.0)
     psnr = {} if psnr is None else psnr
     labels = [f"{name}\nPSNR {psnr[name]:.1f} dB" if name in psnr else name for name in rows]
-    return image_grid(stacked, path, nrow=len(rows), row_labels=labels)
+    return image_grid(stacked, path, nrow=len(rows), row_labels=labels, fig=fig)

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .autoencoder import Autoencoder
-from .backend import get_backend, resolve_dtype
+from .backend import Backend, get_backend, resolve_dtype
 from .errors import CheckpointError, NotFittedError
 from .kernels import reparam_forward
 from .validation import check_data, check_network, check_positive_int, derived_seed
@@ -75,9 +79,11 @@ class VAE(TransformerMixin, BaseEstimator):
     Generator seeded from ``seed``, so repeated calls give the same numbers.
     """
 
-    def __init__(self, input_dim=None, latent_dim=2, hidden=(400,), activation="relu",
-                 likelihood="bernoulli", n_samples=1, beta=1.0, fixed_variance=None,
-                 dtype="float32", seed=0, device="cpu"):
+    def __init__(self, input_dim: int | None = None, latent_dim: int = 2,
+                 hidden: int | Sequence[int] = (400,), activation: str = "relu",
+                 likelihood: str = "bernoulli", n_samples: int = 1, beta: float = 1.0,
+                 fixed_variance: float | None = None, dtype: DTypeLike = "float32",
+                 seed: int = 0, device: str = "cpu") -> None:
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -91,6 +97,12 @@ class VAE(TransformerMixin, BaseEstimator):
         self.device = device
         if input_dim is not None:
             self._build(input_dim)
+
+    # Set by _build (in __init__ when input_dim is given, else in fit).
+    backend: Backend
+    network: Autoencoder
+    _dtype: np.dtype
+    _rng: Any
 
     # ---- building, configuration and state ----------------------------------------------
 
@@ -141,7 +153,7 @@ class VAE(TransformerMixin, BaseEstimator):
             "dtype": self._dtype.name, "seed": int(self.seed), "device": self.backend.name,
         }
 
-    def get_state(self):
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Host copies of the parameters, and :meth:`get_config` (training contract)."""
         return self._network().host_params(), self.get_config()
 
@@ -150,7 +162,7 @@ class VAE(TransformerMixin, BaseEstimator):
         one is missing or has the wrong shape (``meta`` is part of the training contract)."""
         self._network().load_params(arrays, "VAE")
 
-    def save(self, path) -> None:
+    def save(self, path: str | PathLike[str]) -> None:
         """Write the parameters and configuration to ``path`` (an .npz checkpoint)."""
         from .checkpoint import save_checkpoint
 
@@ -159,7 +171,7 @@ class VAE(TransformerMixin, BaseEstimator):
                         {"model": config}, kind="VAE")
 
     @classmethod
-    def load(cls, path, device=None) -> "VAE":
+    def load(cls, path: str | PathLike[str], device: str | None = None) -> VAE:
         """Load a model written by :meth:`save` (or a :meth:`fit` checkpoint) onto ``device``
         (None: the device it was saved from)."""
         from .checkpoint import load_checkpoint
@@ -186,7 +198,7 @@ class VAE(TransformerMixin, BaseEstimator):
 
     # ---- the loss and its gradient ---------------------------------------------------------
 
-    def loss_and_grads(self, X, eps=None):
+    def loss_and_grads(self, X, eps=None) -> tuple[float, dict]:
         """Mean negative ELBO (beta-weighted KL) of a batch and its gradient.
 
         Parameters
@@ -214,9 +226,11 @@ class VAE(TransformerMixin, BaseEstimator):
 
     # ---- training --------------------------------------------------------------------------
 
-    def fit(self, X, y=None, epochs=None, batch_size=100, optimizer="adam", lr=1e-3,
-            validation_data=None, patience=None, progress=True, checkpoint=None, resume=False,
-            checkpoint_every=1) -> "VAE":
+    def fit(self, X: ArrayLike, y: object = None, epochs: int | None = None,
+            batch_size: int = 100, optimizer: str = "adam", lr: float = 1e-3,
+            validation_data: ArrayLike | None = None, patience: int | None = None,
+            progress: bool = True, checkpoint: str | PathLike[str] | None = None,
+            resume: bool = False, checkpoint_every: int = 1) -> VAE:
         """Train from the seed's initialisation by minibatch SGD on the negative ELBO.
 
         Parameters
@@ -266,12 +280,14 @@ class VAE(TransformerMixin, BaseEstimator):
         self._build(width)
         network = self.network
         X_train = network.to_device(X_host)
-        evaluate = None
+        evaluate: Callable[[], float] | None = None
         if validation_data is not None:
             X_val = network.to_device(val_host)
 
-            def evaluate():
+            def evaluate_val() -> float:
                 return -float(self._elbo_device(X_val).mean())
+
+            evaluate = evaluate_val
 
         def step(idx, rng):
             eps = network.draw_eps(rng, int(self.n_samples), len(idx))
@@ -295,18 +311,19 @@ class VAE(TransformerMixin, BaseEstimator):
         rng = self.backend.rng(derived_seed(self.seed, _STREAM_EVAL))
         return self.network.elbo(X, rng, int(self.n_samples))
 
-    def elbo(self, X) -> np.ndarray:
+    def elbo(self, X: ArrayLike) -> np.ndarray:
         """Evidence lower bound of each example, in nats: ``(1/S) sum_s log p(x | z_s) -
         KL(q(z|x) || p(z))`` with ``S = n_samples`` and ``beta = 1`` whatever the training
         beta; (n,) float64. The noise is seeded from the model seed at every call, so
         repeated calls agree exactly; examples are processed in blocks of 1000."""
         return self._elbo_device(self._device_data(X))
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: ArrayLike, y: object = None) -> float:
         """Mean ELBO of ``X`` in nats per example (higher is better); see :meth:`elbo`."""
         return float(self.elbo(X).mean())
 
-    def log_likelihood(self, X, n_importance=1000, batch_size=100) -> np.ndarray:
+    def log_likelihood(self, X: ArrayLike, n_importance: int = 1000,
+                       batch_size: int = 100) -> np.ndarray:
         """Importance-sampled estimate of ``log p(x)`` for each example, (n,) float64.
 
         With S = ``n_importance`` draws ``z_s ~ q(z | x)`` (Burda et al. 2016, Eq. 8),
@@ -347,28 +364,28 @@ class VAE(TransformerMixin, BaseEstimator):
 
     # ---- encoding and decoding -------------------------------------------------------------
 
-    def encode(self, X):
+    def encode(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Posterior parameters ``(mu, logvar)`` of each example, (n, latent_dim) host arrays."""
         heads = self._network().encode(self._device_data(X))
         return self.backend.to_host(heads["mu"]), self.backend.to_host(heads["logvar"])
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """The posterior mean ``mu(x)`` of each example, (n, latent_dim): the code a
         pipeline's next step sees."""
         return self.encode(X)[0]
 
-    def decode(self, Z) -> np.ndarray:
+    def decode(self, Z: ArrayLike) -> np.ndarray:
         """Mean of ``p(x | z)`` for each code (Bernoulli probabilities or Gaussian means),
         (n, input_dim) host array."""
         network = self._network()
         Z = check_data(Z, network.latent_dim, "Z", dtype=self._dtype)
         return self.backend.to_host(network.decode_mean(network.to_device(Z)))
 
-    def inverse_transform(self, Z) -> np.ndarray:
+    def inverse_transform(self, Z: ArrayLike) -> np.ndarray:
         """:meth:`decode`: data from codes."""
         return self.decode(Z)
 
-    def sample(self, n, seed=None) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """Decoder means of ``n`` codes drawn from the prior N(0, I), (n, input_dim); the
         draw is seeded by ``seed``, or comes from the model's own generator."""
         network = self._network()
@@ -377,7 +394,7 @@ class VAE(TransformerMixin, BaseEstimator):
         Z = rng.standard_normal((n, network.latent_dim), dtype=self._dtype)
         return self.backend.to_host(network.decode_mean(Z))
 
-    def reconstruct(self, X) -> np.ndarray:
+    def reconstruct(self, X: ArrayLike) -> np.ndarray:
         """``decode(mu(x))``: the decoder mean at the posterior mean; (n, input_dim)."""
         network = self._network()
         heads = network.encode(self._device_data(X))

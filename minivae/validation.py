@@ -102,7 +102,7 @@ def check_representable(values: np.ndarray, dtype, name: str) -> None:
 def is_positive_real(value) -> bool:
     """True for a finite real number > 0 (not a bool)."""
     return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+            and math.isfinite(value) and float(value) > 0)
 
 
 LIKELIHOODS = ("bernoulli", "gaussian")

@@ -102,13 +102,13 @@ def _nearest_distinct_distances(X) -> np.ndarray:
     """
     n, p = X.shape
     block_rows = max(1, _NEAREST_BLOCK_ENTRIES // max(1, n * p))
-    nearest = []
+    blocks = []
     for start in range(0, n, block_rows):
         diff = X[start:start + block_rows, None, :] - X[None, :, :]
         dist = np.sqrt((diff * diff).sum(axis=-1))
         dist[dist == 0] = np.inf
-        nearest.append(dist.min(axis=1))
-    nearest = np.concatenate(nearest)
+        blocks.append(dist.min(axis=1))
+    nearest = np.concatenate(blocks)
     return nearest[np.isfinite(nearest)]
 
 
@@ -887,13 +887,16 @@ class VARegressor(RegressorMixin, BaseEstimator):
         return images, self.backend.to_host(std).reshape((m, *self.image_shape_))
 
     def score(self, X, Y, groups=None) -> float:
-        """Coefficient of determination R^2 of the predicted pixels (scikit-learn's
-        regressor score, over every pixel of every image)."""
+        """Coefficient of determination R^2 of the predicted images: one minus the summed
+        squared error over the summed squared deviation from the mean image (scikit-learn's
+        ``r2_score`` with ``multioutput="variance_weighted"``; an unweighted mean over
+        pixels would be dominated by near-constant background pixels)."""
         from sklearn.metrics import r2_score
 
         Y = check_images(Y, self.likelihood, dtype=self._dtype)
         predicted = self.predict(X, groups)
-        return float(r2_score(Y.reshape(Y.shape[0], -1), predicted.reshape(Y.shape[0], -1)))
+        return float(r2_score(Y.reshape(Y.shape[0], -1), predicted.reshape(Y.shape[0], -1),
+                              multioutput="variance_weighted"))
 
     def encode(self, Y):
         """Encoder outputs of images ``Y`` (n, H, W) or (n, D): ``mu, logvar`` (n, k) and

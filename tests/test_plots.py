@@ -11,7 +11,9 @@ from minivae.errors import DataError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def assert_real_png(path):
+def assert_real_png(fig, path):
+    """``fig`` is the Figure a plot function returned and ``path`` holds it as a PNG."""
+    assert isinstance(fig, Figure)
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE
     pixels = imread(path)
@@ -23,12 +25,11 @@ def test_plot_history_losses_and_phases(tmp_path):
     history = {"epoch": [1, 2, 3, 4], "train_loss": [9.0, 6.0, 5.0, 4.5],
                "val_loss": [9.5, 7.0, 6.0, 5.5], "phase": ["vae", "vae", "gp", "gp"]}
     out = plots.plot_history(history, tmp_path / "sub" / "history.png", title="demo")
-    assert out == tmp_path / "sub" / "history.png"
-    assert_real_png(out)
+    assert_real_png(out, tmp_path / "sub" / "history.png")
     no_validation = {"epoch": [1, 2], "train_loss": [9.0, 6.0], "val_loss": [None, None]}
-    assert_real_png(plots.plot_history(no_validation, tmp_path / "no_val.png"))
+    assert_real_png(plots.plot_history(no_validation, tmp_path / "no_val.png"), tmp_path / "no_val.png")
     elbo = {"epoch": [1, 2], "train_elbo": [-9.0, -6.0]}
-    assert_real_png(plots.plot_history(elbo, tmp_path / "elbo.png"))
+    assert_real_png(plots.plot_history(elbo, tmp_path / "elbo.png"), tmp_path / "elbo.png")
     with pytest.raises(DataError, match="train_loss"):
         plots.plot_history({"epoch": [1]}, tmp_path / "x.png")
     with pytest.raises(DataError, match="3 entries"):
@@ -39,7 +40,7 @@ def test_image_grid_square_rows_and_labels(tmp_path, rng):
     images = rng.random((7, 36))
     out = plots.image_grid(images, tmp_path / "grid.png", nrow=2, titles=list("abcdefg"),
                            row_labels=["first", "second"])
-    assert_real_png(out)
+    assert_real_png(out, tmp_path / "grid.png")
     with pytest.raises(DataError, match="not square"):
         plots.image_grid(rng.random((3, 10)), tmp_path / "bad.png")
     with pytest.raises(DataError, match="row labels"):
@@ -58,7 +59,7 @@ def test_latent_manifold_uses_the_gaussian_inverse_cdf(tmp_path):
         seen.append(z)
         return 1.0 / (1.0 + np.exp(-(z[:, :1] * np.linspace(-1, 1, 16) + z[:, 1:])))
 
-    assert_real_png(plots.latent_manifold(decode, tmp_path / "m.png", n=5, image_shape=(4, 4)))
+    assert_real_png(plots.latent_manifold(decode, tmp_path / "m.png", n=5, image_shape=(4, 4)), tmp_path / "m.png")
     codes = seen[0]
     assert codes.shape == (25, 2)
     np.testing.assert_allclose(np.unique(codes[:, 0]), norm.ppf(np.linspace(0.05, 0.95, 5)), rtol=1e-12)
@@ -71,15 +72,15 @@ def test_plot_gp_1d_and_latent_trajectory(tmp_path, rng):
     x_test = np.linspace(0, 1, 30)
     out = plots.plot_gp_1d(x[:, None], np.sin(6 * x), x_test, np.sin(6 * x_test), 0.1 + 0 * x_test,
                            tmp_path / "gp.png", title="sine")
-    assert_real_png(out)
+    assert_real_png(out, tmp_path / "gp.png")
     with pytest.raises(DataError, match="one mean and std"):
         plots.plot_gp_1d(x, np.sin(x), x_test, np.sin(x_test)[:5], x_test, tmp_path / "bad.png")
     codes = np.column_stack([np.sin(6 * x), np.cos(6 * x), x])
     mean = np.column_stack([np.sin(6 * x_test), np.cos(6 * x_test), x_test])
     assert_real_png(plots.plot_latent_trajectory(x, codes, x_test, mean, 0.1 * np.ones(30),
-                                                 tmp_path / "traj.png", dims=3))
+                                                 tmp_path / "traj.png", dims=3), tmp_path / "traj.png")
     assert_real_png(plots.plot_latent_trajectory(x, codes, x_test, mean, 0.1 * np.ones((30, 3)),
-                                                 tmp_path / "traj2.png"))
+                                                 tmp_path / "traj2.png"), tmp_path / "traj2.png")
     with pytest.raises(DataError, match="mean has shape"):
         plots.plot_latent_trajectory(x, codes, x_test, mean[:, :2], 0.1 * np.ones(30), tmp_path / "b.png")
 
@@ -87,7 +88,7 @@ def test_plot_gp_1d_and_latent_trajectory(tmp_path, rng):
 def test_compare_methods(tmp_path, rng):
     truth = rng.random((10, 8, 8))
     predictions = {"VAR": truth + 0.05, "mean image": np.repeat(truth.mean(0, keepdims=True), 10, 0)}
-    assert_real_png(plots.compare_methods(truth, predictions, tmp_path / "cmp.png", n_show=6))
+    assert_real_png(plots.compare_methods(truth, predictions, tmp_path / "cmp.png", n_show=6), tmp_path / "cmp.png")
     with pytest.raises(DataError, match="same held-out inputs"):
         plots.compare_methods(truth, {"bad": truth[:5]}, tmp_path / "bad.png")
     with pytest.raises(DataError, match="empty"):
@@ -95,14 +96,16 @@ def test_compare_methods(tmp_path, rng):
 
 
 def _capture_saved_figures(monkeypatch):
-    """Replace plots._save by a recorder of the figures it is handed."""
+    """Record every Figure a plot function returns (after it is saved)."""
     saved = []
 
-    def record(fig, path):
-        saved.append(fig)
-        return path
+    real_finish = plots._finish
 
-    monkeypatch.setattr(plots, "_save", record)
+    def record(fig, path, own):
+        saved.append(real_finish(fig, path, own))
+        return saved[-1]
+
+    monkeypatch.setattr(plots, "_finish", record)
     return saved
 
 
@@ -173,6 +176,32 @@ def test_figures_read_at_a_glance(tmp_path, monkeypatch, rng):
 def test_new_figure_options_write_pngs(tmp_path, rng):
     truth = rng.random((3, 8, 8))
     assert_real_png(plots.compare_methods(truth, {"VAR": truth}, tmp_path / "c.png",
-                                          psnr={"VAR": 20.0}))
+                                          psnr={"VAR": 20.0}), tmp_path / "c.png")
     assert_real_png(plots.plot_history({"epoch": [1, 2], "train_loss": [900.0, 3.0]},
-                                       tmp_path / "h.png"))
+                                       tmp_path / "h.png"), tmp_path / "h.png")
+
+
+def test_plots_draw_on_the_callers_axes_and_figures_and_save_only_when_asked(tmp_path, rng):
+    canvas = Figure(figsize=(12, 8))
+    left, right = canvas.subplots(1, 2)
+    history = {"epoch": [1, 2], "train_loss": [2.0, 1.0]}
+    assert plots.plot_history(history, ax=left) is canvas
+    assert left.get_xlabel() == "epoch" and len(canvas.axes) == 2
+    x = np.linspace(0, 1, 6)
+    assert plots.plot_gp_1d(x, x, x, x, 0.1 + 0 * x, ax=right, title="gp") is canvas
+    assert right.get_title() == "gp"
+    assert plots.latent_manifold(lambda z: np.ones((z.shape[0], 4)), n=2, image_shape=(2, 2),
+                                 ax=left) is canvas
+    panels = Figure().subfigures(1, 2)
+    truth = rng.random((3, 4, 4))
+    top = plots.compare_methods(truth, {"VAR": truth}, n_show=3, fig=panels[0])
+    assert top is panels[0].figure and len(panels[0].axes) == 6 and not panels[1].axes
+    plots.plot_latent_trajectory(x, rng.random((6, 2)), x, rng.random((6, 2)), 0.1 + 0 * x,
+                                 tmp_path / "t.png", fig=panels[1])
+    assert len(panels[1].axes) == 2
+    assert_real_png(top, tmp_path / "t.png")  # the whole figure, both panels, was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.png"]  # path=None wrote nothing
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):
+        plots.plot_history(history, ax=canvas)
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure or SubFigure"):
+        plots.image_grid(truth, fig=left)
