@@ -7,6 +7,7 @@ batch of flattened images (n, H * W) is accepted with ``image_shape=(H, W)``.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import DataError
 
@@ -78,7 +79,8 @@ def _result(values, single):
     return float(values[0]) if single else values
 
 
-def mse(truth, pred, image_shape=None):
+def mse(truth: ArrayLike, pred: ArrayLike,
+        image_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Mean squared error per image.
 
     Parameters
@@ -100,7 +102,8 @@ def mse(truth, pred, image_shape=None):
     return _result(np.mean((truth - pred) ** 2, axis=(1, 2)), single)
 
 
-def psnr(truth, pred, data_range=None, image_shape=None):
+def psnr(truth: ArrayLike, pred: ArrayLike, data_range: float | None = None,
+         image_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Peak signal-to-noise ratio per image, in decibels.
 
     Parameters
@@ -150,7 +153,8 @@ def _filter_valid(images, weights):
     return np.lib.stride_tricks.sliding_window_view(rows, k, axis=1) @ weights
 
 
-def ssim(truth, pred, data_range=None, image_shape=None):
+def ssim(truth: ArrayLike, pred: ArrayLike, data_range: float | None = None,
+         image_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Structural similarity index per image (Wang et al., 2004).
 
     Parameters
@@ -213,7 +217,8 @@ def ssim(truth, pred, data_range=None, image_shape=None):
     return _result(index_map.mean(axis=(1, 2)), single)
 
 
-def summarize(truth, pred, data_range=None, image_shape=None):
+def summarize(truth: ArrayLike, pred: ArrayLike, data_range: float | None = None,
+              image_shape: tuple[int, int] | None = None) -> dict[str, float]:
     """Mean MSE, PSNR and SSIM over a batch of images.
 
     Parameters

@@ -12,6 +12,7 @@ import gzip
 import math
 import zipfile
 import zlib
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..errors import DataError
 from .sequence import SequenceData
 
 
-def load_digits(return_labels=False):
+def load_digits(return_labels: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Load scikit-learn's bundled 8x8 handwritten digits, scaled to [0, 1].
 
     Parameters
@@ -49,7 +50,7 @@ def load_digits(return_labels=False):
     return X
 
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -67,7 +68,7 @@ def _require_file(path, what):
     return path
 
 
-def load_idx(path, scale=True, flatten=True):
+def load_idx(path: str | PathLike[str], scale: bool = True, flatten: bool = True) -> np.ndarray:
     """Read an array in the IDX format of MNIST and Fashion-MNIST, gzipped or not.
 
     Parameters
@@ -136,7 +137,7 @@ def load_idx(path, scale=True, flatten=True):
     return data
 
 
-def load_npz(path, key=None, scale=True):
+def load_npz(path: str | PathLike[str], key: str | None = None, scale: bool = True) -> np.ndarray:
     """Read one array from a NumPy ``.npz`` archive as float64.
 
     Parameters
@@ -233,7 +234,7 @@ def _read_grey_image(path, size=None):
                         "remove it or convert it to PNG") from error
 
 
-def load_image_folder(path, size, pattern="*.png"):
+def load_image_folder(path: str | PathLike[str], size: int, pattern: str = "*.png") -> np.ndarray:
     """Read every image in a folder as a greyscale row vector.
 
     Parameters
@@ -263,7 +264,8 @@ def load_image_folder(path, size, pattern="*.png"):
     return np.stack([_read_grey_image(f, size).ravel() for f in files])
 
 
-def load_regression_folder(path, size=None, name=None):
+def load_regression_folder(path: str | PathLike[str], size: int | None = None,
+                           name: str | None = None) -> SequenceData:
     """Read users' own regression pairs: a folder of images plus ``inputs.csv``.
 
     Parameters
@@ -359,7 +361,7 @@ def _parse_float(text: str):
         return None
 
 
-def read_xy_csv(path):
+def read_xy_csv(path: str | PathLike[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read a CSV file whose last column is the target y and the others the inputs X.
 
     A first row with any non-numeric field is taken as a header. Blank lines are skipped.

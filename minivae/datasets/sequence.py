@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import DataError
 from ..validation import check_finite
@@ -58,21 +59,21 @@ class SequenceData:
         check_finite(self.t, "t")
 
     @property
-    def n(self):
+    def n(self) -> int:
         """Number of examples."""
         return self.X.shape[0]
 
     @property
-    def image_shape(self):
+    def image_shape(self) -> tuple[int, ...]:
         """(H, W) of each image."""
         return self.Y.shape[1:]
 
     @property
-    def n_groups(self):
+    def n_groups(self) -> int:
         """Number of distinct sequences."""
         return int(np.unique(self.groups).size)
 
-    def subset(self, idx):
+    def subset(self, idx: ArrayLike) -> SequenceData:
         """Return the examples at ``idx`` (integer indices or a boolean mask) as a new SequenceData."""
         idx = np.asarray(idx)
         return SequenceData(
@@ -83,7 +84,8 @@ class SequenceData:
             name=self.name,
         )
 
-    def split(self, mode="interpolation", n_anchor_every=4, holdout=0.25):
+    def split(self, mode: str = "interpolation", n_anchor_every: int = 4,
+              holdout: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
         """Split the examples into training anchors and held-out queries, sequence by sequence.
 
         Parameters
@@ -147,7 +149,7 @@ class SequenceData:
             )
         return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
-    def describe(self):
+    def describe(self) -> str:
         """A multi-line summary of shapes and ranges, for users to check what they loaded."""
         lengths = np.unique(self.groups, return_counts=True)[1]
         return "\n".join(
@@ -167,7 +169,7 @@ class SequenceData:
         )
 
 
-def describe(data):
+def describe(data: object) -> str:
     """Return a one-line (array) or multi-line (SequenceData) summary of shapes and ranges."""
     if isinstance(data, SequenceData):
         return data.describe()

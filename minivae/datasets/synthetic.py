@@ -19,7 +19,8 @@ def _scale_columns_to_unit(X):
     return (X - lo) / span
 
 
-def make_swiss_roll(n, noise=0.0, seed=0, return_t=False):
+def make_swiss_roll(n: int, noise: float = 0.0, seed: int = 0,
+                    return_t: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Sample the Swiss roll: a rectangle rolled into a spiral in 3-D, scaled to [0, 1].
 
     Parameters
@@ -106,7 +107,8 @@ def _inside_star_polygon(x, y, radii):
     return np.hypot(x, y) <= boundary
 
 
-def make_image_sequences(n_sequences=6, n_frames=48, size=32, seed=0, supersample=4):
+def make_image_sequences(n_sequences: int = 6, n_frames: int = 48, size: int = 32,
+                         seed: int = 0, supersample: int = 4) -> SequenceData:
     """Synthesise sequences of a textured object turning and moving, one object per sequence.
 
     Parameters
@@ -299,7 +301,8 @@ def _render_stick_figures(joints, size, thickness):
     return np.clip(thickness / 2.0 - distance_pixels + 0.5, 0.0, 1.0)
 
 
-def make_postures(n_sequences=4, n_frames=60, size=32, seed=0, thickness=None):
+def make_postures(n_sequences: int = 4, n_frames: int = 60, size: int = 32, seed: int = 0,
+                  thickness: float | None = None) -> SequenceData:
     """Synthesise a stick figure moving through periodic motions; joint positions -> image.
 
     Parameters
