@@ -537,7 +537,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     optimize : bool, default True
         Maximise the log marginal likelihood over the hyperparameters in ``fit``.
     n_restarts : int, default 0
-        Extra L-BFGS-B runs from starts drawn uniformly (in log space) within the bounds.
+        Extra L-BFGS-B runs from starts drawn uniformly (in log space) within the bounds,
+        beyond the two deterministic starts of :meth:`fit`.
     bounds : None, (low, high) or (p + 2, 2) array-like
         Bounds for the optimiser in natural units, in theta's order (lengthscale(s),
         variance, noise); one pair applies to all. Default ``(1e-5, 1e5)`` for each,
@@ -671,7 +672,8 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         """Fit to inputs ``X`` (n, d) and targets ``y`` (n,) or (n, t).
 
         With ``optimize=True`` the hyperparameters maximise the log marginal likelihood
-        (L-BFGS-B on theta with the analytic gradient, from the initial values and from
+        (L-BFGS-B on theta with the analytic gradient, from the initial values, from the
+        initial values with the noise raised to the signal variance, and from
         ``n_restarts`` random starts; the best run wins).
 
         Returns
@@ -755,7 +757,12 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 )
             return -lml, -dtheta
 
-        starts = [theta0] + [
+        # A second deterministic start with the noise raised to the signal variance: from a
+        # small initial noise L-BFGS-B can slide into the local optimum that explains the
+        # targets as white noise (lengthscale -> its lower bound, predictions -> the mean).
+        noisy = theta0.copy()
+        noisy[-1] = np.clip(max(theta0[-1], theta0[-2]), *log_bounds[-1])
+        starts = [theta0] + ([noisy] if noisy[-1] != theta0[-1] else []) + [
             self._rng.uniform(log_bounds[:, 0], log_bounds[:, 1]) for _ in range(self.n_restarts)
         ]
         best_theta, best_value = np.asarray(theta0), np.inf

@@ -408,13 +408,16 @@ def test_vae_then_gp_in_a_pipeline_on_the_digits():
     from minivae.datasets import load_digits
     from minivae.gp import GPRegressor
 
-    X, labels = load_digits(return_labels=True)
-    X, y = X[:300], (labels[:300] >= 5).astype(np.float64)
-    pipe = make_pipeline(VAE(latent_dim=2, hidden=(32,), seed=0),
-                         GPRegressor(n_restarts=0))
-    pipe.fit(X[:200], y[:200], vae__epochs=3, vae__progress=False)
+    # The target, a digit's amount of ink, is a smooth function of what a 2-D VAE code keeps
+    # (measured: held-out R^2 0.30 after 30 epochs; 10 nearest neighbours in the codes of a
+    # 60-epoch VAE 0.31).
+    X = load_digits()[:300]
+    y = X.mean(axis=1)
+    pipe = make_pipeline(VAE(latent_dim=2, hidden=(32,), seed=0), GPRegressor(normalize_y=True))
+    pipe.fit(X[:200], y[:200], vae__epochs=30, vae__progress=False)
     predicted = pipe.predict(X[200:])
     assert predicted.shape == (100,) and np.all(np.isfinite(predicted))
+    assert pipe.score(X[200:], y[200:]) > 0.2
     codes = pipe[0].transform(X[200:])
     np.testing.assert_array_equal(predicted, pipe[1].predict(codes))
 
