@@ -91,3 +91,26 @@ def test_joblib_parallel_over_seeds(rng):
     thetas = joblib.Parallel(n_jobs=2)(joblib.delayed(fit_seed)(X, y, seed) for seed in (0, 1))
     for seed, theta in zip((0, 1), thetas):
         np.testing.assert_array_equal(theta, fit_seed(X, y, seed))
+
+
+def _vae_codes(X, seed):
+    from minivae import VAE
+
+    return VAE(latent_dim=2, hidden=(8,), seed=seed).fit(X, epochs=2, progress=False).transform(X)
+
+
+def _var_images(X, Y, seed):
+    from minivae import VARegressor
+
+    model = VARegressor(latent_dim=2, hidden=(8,), epochs=(1, 1, 1), seed=seed)
+    return model.fit(X, Y, progress=False).predict(X)
+
+
+def test_vae_and_varegressor_under_joblib_parallel_match_serial_fits(rng):
+    X = rng.random((24, 16))
+    t = np.linspace(0, 1, 24)[:, None]
+    for fit, args in ((_vae_codes, (X,)), (_var_images, (t, X.reshape(24, 4, 4)))):
+        parallel = joblib.Parallel(n_jobs=2)(joblib.delayed(fit)(*args, seed) for seed in (0, 1))
+        for seed, result in zip((0, 1), parallel):
+            np.testing.assert_array_equal(result, fit(*args, seed))
+        assert not np.array_equal(parallel[0], parallel[1])
