@@ -23,6 +23,7 @@ seeds). The commands ``minivae demo`` and ``minivae train var`` are in :mod:`min
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import shutil
@@ -450,6 +451,23 @@ def _make_method(name, settings, epochs, seed):
                        noise=settings["noise"], seed=seed, **shared)
 
 
+@contextlib.contextmanager
+def _output_folder(out_dir):
+    """The staging folder for ``out_dir`` (None without one), published whole when the
+    block ends and removed, leaving ``out_dir`` as it was, when it raises
+    (:func:`minivae.reports.prepare_output_folder`)."""
+    if out_dir is None:
+        yield None
+        return
+    target, staging = reports.prepare_output_folder(out_dir)
+    try:
+        yield staging
+        reports.publish_folder(staging, target, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 _TRAINED = ("two_stage", "var")
 """Methods whose fit trains a network and takes ``progress``."""
 
@@ -574,8 +592,7 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     train_idx, test_idx = split_data(data, mode, settings)
     train, test = data.subset(train_idx), data.subset(test_idx)
-    target, staging = reports.prepare_output_folder(out_dir) if out_dir is not None else (None, None)
-    try:
+    with _output_folder(out_dir) as staging:
         fitted, predictions, scores = {}, {}, {}
         with limited_threads(settings["threads"]):
             for name in tqdm(methods, desc=f"{data.name} {mode}", disable=not progress):
@@ -598,11 +615,6 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
         result["total_seconds"] = time.perf_counter() - started
         if staging is not None:
             reports.write_run(staging, data, train_idx, test_idx, fitted, predictions, result)
-            reports.publish_folder(staging, target, out_dir)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
@@ -688,8 +700,7 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
     seeds = tuple(int(seed) for seed in seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    target, staging = reports.prepare_output_folder(out_dir) if out_dir is not None else (None, None)
-    try:
+    with _output_folder(out_dir) as staging:
         runs = []
         for seed in seeds:
             run_dir = None if staging is None else staging / f"seed{seed}"
@@ -699,11 +710,6 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
                   "summary": _summarise([run["methods"] for run in runs])}
         if staging is not None:
             reports.write_seed_summary(staging, result)
-            reports.publish_folder(staging, target, out_dir)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
@@ -790,8 +796,7 @@ def run_benchmark(out_dir=None, seeds=(0, 1, 2), regimes=None, epochs=DEFAULT_EP
     if unknown:
         raise ValueError(f"unknown regimes {unknown}; choose from {list(BENCHMARK_REGIMES)}")
     epochs = _check_epochs(epochs)
-    target, staging = reports.prepare_output_folder(out_dir) if out_dir is not None else (None, None)
-    try:
+    with _output_folder(out_dir) as staging:
         result = {"seeds": list(seeds), "epochs": list(epochs), "regimes": {}}
         for slug_number, name in enumerate(names):
             source, data_options, mode, split_settings = BENCHMARK_REGIMES[name]
@@ -822,11 +827,6 @@ def run_benchmark(out_dir=None, seeds=(0, 1, 2), regimes=None, epochs=DEFAULT_EP
 
             write_text(staging / "results.json", json.dumps(result, indent=2))
             write_text(staging / "results.md", format_benchmark_table(result))
-            reports.publish_folder(staging, target, out_dir)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
