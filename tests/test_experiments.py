@@ -16,15 +16,8 @@ from minivae import experiments, plots
 from minivae.cli import run_demo, train_var
 from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
-from minivae.experiments import (
-    METHODS,
-    NearestAnchor,
-    PixelGP,
-    TwoStage,
-    compare_seeds,
-    run_experiment,
-    starting_lengthscales,
-)
+from minivae.baselines import NearestAnchor, PixelGP, TwoStage, starting_lengthscales
+from minivae.experiments import METHODS, compare_seeds, run_experiment
 from minivae.reports import RUN_MARKER, _dense_inputs, _numbered_across_phases
 
 TINY_SETTINGS = {"latent_dim": 2, "hidden": (16,), "batch_size": 16, "n_anchor": 6, "n_query": 4}
