@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--full", action="store_true",
                    help="the benchmark behind the README's results table: every regime of "
                    "minivae.experiments.BENCHMARK_REGIMES, every method, seeds 0, 1, 2 "
-                   "(about 20 minutes on one core)")
+                   "(about 10 minutes on one core)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
 

@@ -348,7 +348,7 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
     ----------
     data_name : str, Path or SequenceData
         As :func:`load_data`; the data set is the same for every seed.
-    mode : {"interpolation", "extrapolation"}
+    mode : {"interpolation", "extrapolation", "sparse"}
     seeds : sequence of int, default (0, 1, 2)
         Model seeds.
     methods, epochs, settings, progress
