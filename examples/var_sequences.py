@@ -17,7 +17,8 @@ method with several seeds (the data set stays the same) and prints mean +- std.
 """
 import argparse
 
-from minivae.experiments import compare_seeds, format_seed_table
+from minivae.experiments import compare_seeds
+from minivae.reports import format_seed_table
 
 
 def main():

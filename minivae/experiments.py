@@ -6,24 +6,22 @@ predict the image of an input it has not seen? Every method here is trained on t
 anchor frames of a split (:meth:`minivae.datasets.SequenceData.split`) and scored on the
 held-out frames with MSE, PSNR and SSIM (:func:`minivae.metrics.summarize`).
 
-Methods, each a small class with ``fit(X, Y, groups)`` and ``predict(X, groups)``, ``Y``
-being images (n, H, W):
-
-- :class:`NearestAnchor`: the training image whose input is nearest, in its own sequence;
-- :class:`PixelGP`: Gaussian-process regression straight on the pixels, one GP per
-  sequence;
-- :class:`TwoStage`: a VAE trained alone on the training images, then one GP per
-  sequence regressing its codes; decode the regressed code;
-- ``"var"``: :class:`minivae.var.VARegressor`, the VAE and the GP trained together.
+Methods: the baselines of :mod:`minivae.baselines` (``"nearest_anchor"``,
+``"pixel_gp"``, ``"two_stage"``) and ``"var"``, :class:`minivae.var.VARegressor`, the VAE
+and the GP trained together.
 
 Entry points: :func:`run_experiment` (one data set, one split, one seed; optionally
 writes figures, ``metrics.json``, ``report.md`` and VAR's checkpoint into a folder, through
 :mod:`minivae.reports`) and :func:`compare_seeds` (means and standard deviations over
-seeds). The commands ``minivae demo`` and ``minivae train var`` are in :mod:`minivae.cli`.
+seeds) and :func:`run_benchmark` (every regime of :data:`BENCHMARK_REGIMES`: anchor
+spacing, extrapolation, the postures' joint inputs, an unseen data set; behind
+``minivae demo --full``). The commands are in :mod:`minivae.cli`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import datasets, metrics, reports
+from .baselines import NearestAnchor, PixelGP, TwoStage
 from .errors import DataError
 from .kernels.threads import limited_threads
 from .var import DEFAULT_EPOCHS
@@ -47,8 +46,8 @@ DEFAULT_SETTINGS = {
     "likelihood": "bernoulli",
     "lr": 1e-3,
     "batch_size": 64,
-    "n_anchor": 12,
-    "n_query": 8,
+    "n_anchor": None,
+    "n_query": None,
     "lengthscale": None,
     "noise": 1e-3,
     "gp_starts": 3,
@@ -57,343 +56,21 @@ DEFAULT_SETTINGS = {
     "threads": 1,
     "n_anchor_every": 4,
     "holdout": 0.25,
+    "keep_every": 4,
 }
 """Model and split settings shared by the methods; :func:`run_experiment` takes overrides.
 
 ``latent_dim, hidden, activation, likelihood, lr, batch_size, dtype, device`` configure
 both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only VAR;
-``gp_starts`` the baselines' GPs; ``n_anchor_every`` and ``holdout`` the split;
+``gp_starts`` the baselines' GPs; ``n_anchor_every``, ``holdout`` and ``keep_every``
+the split (:func:`split_data`); ``n_anchor=None, n_query=None`` let VAR's episode sizes
+follow the group sizes;
 ``threads`` caps the BLAS and Numba thread pools while the experiment runs (None leaves
 them as they are; see :func:`limited_threads`)."""
 
 
 QUICK_EPOCHS = (3, 3, 2)
 """``minivae demo --quick``: a smoke run."""
-
-# ---- helpers ------------------------------------------------------------------------
-
-
-def _group_labels(groups, n):
-    """``groups`` as an int64 array (n,); all zeros for None (one sequence)."""
-    if groups is None:
-        return np.zeros(n, dtype=np.int64)
-    labels = np.asarray(groups)
-    if labels.shape != (n,):
-        raise DataError(f"groups has shape {labels.shape} but there are {n} examples; "
-                        "give one sequence id per example, or None for a single sequence")
-    return labels.astype(np.int64)
-
-
-def _as_inputs(X):
-    """Inputs as float64 (n, p); a 1-D array is one input column."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2:
-        raise DataError(f"X has shape {X.shape}; give inputs as (n, p), one row per example")
-    return X
-
-
-def _as_images(Y, n):
-    """Images as float64 (n, H, W), checked against the number of inputs."""
-    Y = np.asarray(Y, dtype=np.float64)
-    if Y.ndim != 3 or Y.shape[0] != n:
-        raise DataError(f"Y has shape {Y.shape}; give {n} images as (n, H, W), one per input row")
-    return Y
-
-
-def _rows_of_group(train_groups, group):
-    """Indices of the training rows in ``group``; DataError if it has none."""
-    rows = np.flatnonzero(train_groups == group)
-    if rows.size == 0:
-        known = np.unique(train_groups).tolist()
-        raise DataError(f"sequence {int(group)} has no training examples (sequences seen in fit: "
-                        f"{known}); predict only for sequences that had anchors in fit")
-    return rows
-
-
-def starting_lengthscales(X, n_starts=3):
-    """Starting lengthscales for an RBF kernel on inputs X (n, p), spread over the data's scales.
-
-    Parameters
-    ----------
-    X : array_like, shape (n, p)
-    n_starts : int, default 3
-
-    Returns
-    -------
-    ndarray of float64, shape (n_starts,)
-        Geometrically spaced from the median distance of a row to its nearest distinct
-        neighbour up to the median pairwise distance (one value, the median distance, for
-        ``n_starts=1``; 1.0 if all rows coincide).
-
-    Notes
-    -----
-    The log marginal likelihood of many outputs (pixels, codes) often has a second,
-    worse maximum at a vanishing lengthscale (white noise around the mean); started from
-    the median pairwise distance alone, L-BFGS-B tends to slide into it. Starting from
-    the data's own spacings as well finds the smooth maximum.
-    """
-    X = _as_inputs(X)
-    distances = np.sqrt(np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1))
-    distinct = np.where(distances > 0, distances, np.inf)
-    nearest = distinct.min(axis=1)
-    nearest = nearest[np.isfinite(nearest)]
-    if nearest.size == 0:
-        return np.ones(n_starts)
-    upper = float(np.median(distinct[np.isfinite(distinct)]))
-    if n_starts == 1:
-        return np.array([upper])
-    return np.geomspace(float(np.median(nearest)), upper, n_starts)
-
-
-class _PerGroupGP:
-    """One :class:`~minivae.gp.GPRegressor` per sequence on targets centred by its mean.
-
-    Each sequence's GP has a constant mean function per output (the mean of its training
-    targets) and its own hyperparameters, shared by all outputs, that maximise the log
-    marginal likelihood: L-BFGS-B from each of :func:`starting_lengthscales` (signal
-    variance starting at the mean target variance, noise at 1% of it), the highest
-    maximum winning. A sequence with fewer than two training rows, or with constant
-    targets, predicts its mean.
-    """
-
-    def __init__(self, n_starts=3, device="cpu"):
-        self.n_starts = int(n_starts)
-        self.device = device
-
-    def fit(self, X, T, groups):
-        from .gp import GPRegressor
-
-        self.groups_ = groups.copy()
-        self.models_, self.means_ = {}, {}
-        for group in np.unique(groups):
-            rows = np.flatnonzero(groups == group)
-            mean = T[rows].mean(axis=0)
-            centred = T[rows] - mean
-            variance = float(np.mean(centred.var(axis=0)))
-            self.means_[group] = mean
-            if rows.size < 2 or variance == 0.0:
-                self.models_[group] = None
-                continue
-            fits = [GPRegressor(lengthscale=start, variance=variance, noise=1e-2 * variance,
-                                device=self.device).fit(X[rows], centred)
-                    for start in starting_lengthscales(X[rows], self.n_starts)]
-            self.models_[group] = max(fits, key=lambda gp: gp.log_marginal_likelihood_value_)
-        return self
-
-    def predict(self, X, groups):
-        """Posterior mean (m, t) and latent variance (m,) at inputs X with sequence ids groups."""
-        t = next(iter(self.means_.values())).shape[0]
-        mean = np.empty((X.shape[0], t))
-        variance = np.zeros(X.shape[0])
-        for group in np.unique(groups):
-            _rows_of_group(self.groups_, group)
-            rows = np.flatnonzero(groups == group)
-            gp = self.models_[group]
-            if gp is None:
-                mean[rows] = self.means_[group]
-                continue
-            centred, std = gp.predict(X[rows], return_std=True)
-            mean[rows] = centred.reshape(rows.size, t) + self.means_[group]
-            variance[rows] = std**2
-        return mean, variance
-
-
-# ---- baselines ----------------------------------------------------------------------
-
-
-class NearestAnchor:
-    """Predict the training image whose input is nearest (Euclidean) within the same sequence.
-
-    The simplest baseline: no model, no interpolation. Ties go to the earliest training
-    example.
-    """
-
-    def fit(self, X, Y, groups=None):
-        """Store the training examples.
-
-        Parameters
-        ----------
-        X : array_like, shape (n, p)
-        Y : array_like, shape (n, H, W)
-        groups : array_like of int, shape (n,), optional
-            Sequence id of each example; None for one sequence.
-
-        Returns
-        -------
-        self
-        """
-        self.X_ = _as_inputs(X)
-        self.Y_ = _as_images(Y, self.X_.shape[0])
-        self.groups_ = _group_labels(groups, self.X_.shape[0])
-        return self
-
-    def predict(self, X, groups=None):
-        """The stored image of the nearest training input of each query's sequence.
-
-        Parameters
-        ----------
-        X : array_like, shape (m, p)
-        groups : array_like of int, shape (m,), optional
-
-        Returns
-        -------
-        ndarray of float64, shape (m, H, W)
-            Exact copies of training images.
-        """
-        X = _as_inputs(X)
-        groups = _group_labels(groups, X.shape[0])
-        nearest = np.empty(X.shape[0], dtype=np.int64)
-        for row, (query, group) in enumerate(zip(X, groups)):
-            candidates = _rows_of_group(self.groups_, group)
-            squared = np.sum((self.X_[candidates] - query) ** 2, axis=1)
-            nearest[row] = candidates[np.argmin(squared)]
-        return self.Y_[nearest].copy()
-
-
-class PixelGP:
-    """Gaussian-process regression on raw pixels, one GP per sequence.
-
-    Parameters
-    ----------
-    n_starts : int, default 3
-        Starting lengthscales of each GP's hyperparameter optimisation
-        (:func:`starting_lengthscales`).
-    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
-
-    Notes
-    -----
-    Each sequence's H*W pixels are the outputs of one multi-output GP: one RBF kernel,
-    one set of hyperparameters (lengthscale, signal variance, noise) for all pixels,
-    fitted by maximising the summed log marginal likelihood, and a constant mean per
-    pixel (the sequence's mean training image). Predictions are the posterior mean, not
-    clipped to [0, 1].
-    """
-
-    def __init__(self, n_starts=3, device="cpu"):
-        self.n_starts = n_starts
-        self.device = device
-
-    def fit(self, X, Y, groups=None):
-        """Fit one GP per sequence to its images.
-
-        Parameters
-        ----------
-        X : array_like, shape (n, p)
-        Y : array_like, shape (n, H, W)
-        groups : array_like of int, shape (n,), optional
-
-        Returns
-        -------
-        self
-        """
-        X = _as_inputs(X)
-        Y = _as_images(Y, X.shape[0])
-        self.image_shape_ = Y.shape[1:]
-        self.gps_ = _PerGroupGP(self.n_starts, self.device)
-        self.gps_.fit(X, Y.reshape(Y.shape[0], -1), _group_labels(groups, X.shape[0]))
-        return self
-
-    def predict(self, X, groups=None):
-        """Posterior mean images, shape (m, H, W)."""
-        X = _as_inputs(X)
-        mean, _ = self.gps_.predict(X, _group_labels(groups, X.shape[0]))
-        return mean.reshape(X.shape[0], *self.image_shape_)
-
-
-class TwoStage:
-    """A VAE trained alone on the training images, then a GP per sequence on its codes.
-
-    Parameters
-    ----------
-    latent_dim : int, default 8
-    hidden : tuple of int, default (256,)
-    activation : {"relu", "tanh", "softplus"}, default "relu"
-    likelihood : {"bernoulli", "gaussian"}, default "bernoulli"
-    epochs : int, default 110
-        VAE training epochs.
-    lr : float, default 1e-3
-    batch_size : int, default 64
-    n_starts : int, default 3
-        Starting lengthscales of each GP's hyperparameter optimisation.
-    dtype : {"float32", "float64"}, default "float32"
-        The VAE's; the GPs work in float64.
-    seed : int, default 0
-    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
-
-    Attributes
-    ----------
-    vae_ : minivae.vae.VAE
-    history_ : dict
-        The VAE's training history.
-
-    Notes
-    -----
-    Stage one maximises the ELBO of the training images alone; stage two fits, per
-    sequence, a GP from the inputs to the encoder means :math:`\\mu(y)` (the setup of
-    :class:`_PerGroupGP`). A prediction is :math:`\\mathrm{decode}(\\bar z(x))` with
-    :math:`\\bar z` the GP posterior mean. Nothing in stage one knows that the codes will
-    be regressed: the difference to VAR, which trains the encoder, decoder and GP together.
-    """
-
-    def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
-                 epochs=110, lr=1e-3, batch_size=64, n_starts=3, dtype="float32", seed=0,
-                 device="cpu"):
-        self.latent_dim = latent_dim
-        self.hidden = tuple(hidden)
-        self.activation = activation
-        self.likelihood = likelihood
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.n_starts = n_starts
-        self.dtype = dtype
-        self.seed = seed
-        self.device = device
-
-    def fit(self, X, Y, groups=None, progress=False):
-        """Train the VAE on ``Y``, then regress its codes from ``X`` per sequence.
-
-        Parameters
-        ----------
-        X : array_like, shape (n, p)
-        Y : array_like, shape (n, H, W)
-        groups : array_like of int, shape (n,), optional
-        progress : bool, default False
-            Show the VAE's tqdm bars.
-
-        Returns
-        -------
-        self
-        """
-        from .vae import VAE
-
-        X = _as_inputs(X)
-        Y = _as_images(Y, X.shape[0])
-        self.image_shape_ = Y.shape[1:]
-        pixels = Y.reshape(Y.shape[0], -1)
-        self.vae_ = VAE(pixels.shape[1], self.latent_dim, hidden=self.hidden,
-                        activation=self.activation, likelihood=self.likelihood,
-                        dtype=self.dtype, seed=self.seed, device=self.device)
-        self.history_ = self.vae_.fit(pixels, epochs=self.epochs, batch_size=self.batch_size,
-                                      lr=self.lr, progress=progress).history_
-        codes, _ = self.vae_.encode(pixels)
-        self.gps_ = _PerGroupGP(self.n_starts, self.device)
-        self.gps_.fit(X, np.asarray(codes, dtype=np.float64), _group_labels(groups, X.shape[0]))
-        return self
-
-    def predict_latent(self, X, groups=None):
-        """GP posterior of the code: mean (m, latent_dim) and latent variance (m,)."""
-        X = _as_inputs(X)
-        return self.gps_.predict(X, _group_labels(groups, X.shape[0]))
-
-    def predict(self, X, groups=None):
-        """Decoded regressed codes, shape (m, H, W)."""
-        mean, _ = self.predict_latent(X, groups)
-        decoded = self.vae_.decode(mean.astype(self.vae_.dtype))
-        return np.asarray(decoded, dtype=np.float64).reshape(mean.shape[0], *self.image_shape_)
-
 
 # ---- one experiment -----------------------------------------------------------------
 
@@ -446,8 +123,93 @@ def _make_method(name, settings, epochs, seed):
                        noise=settings["noise"], seed=seed, **shared)
 
 
+@contextlib.contextmanager
+def _output_folder(out_dir):
+    """The staging folder for ``out_dir`` (None without one), published whole when the
+    block ends and removed, leaving ``out_dir`` as it was, when it raises
+    (:func:`minivae.reports.prepare_output_folder`)."""
+    if out_dir is None:
+        yield None
+        return
+    target, staging = reports.prepare_output_folder(out_dir)
+    try:
+        yield staging
+        reports.publish_folder(staging, target, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 _TRAINED = ("two_stage", "var")
 """Methods whose fit trains a network and takes ``progress``."""
+
+
+MODES = ("interpolation", "extrapolation", "sparse")
+"""Splits :func:`run_experiment` knows (:func:`split_data`)."""
+
+
+def split_data(data, mode, settings):
+    """Training and held-out indices of ``data`` for ``mode``.
+
+    ``"interpolation"`` and ``"extrapolation"`` are
+    :meth:`~minivae.datasets.SequenceData.split` with the settings' ``n_anchor_every`` and
+    ``holdout``. ``"sparse"`` keeps only every ``keep_every``-th frame of each sequence
+    (ordered by ``t``; the first and the last frame always) for training and holds out
+    every other frame: with ``keep_every=8`` the anchors are 8 frames apart and each gap
+    holds 7 frames to predict.
+
+    Returns
+    -------
+    train_idx, test_idx : ndarray of int64
+        Sorted, disjoint, together every example.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not known; use one of {MODES}")
+    if mode != "sparse":
+        return data.split(mode, n_anchor_every=settings["n_anchor_every"],
+                          holdout=settings["holdout"])
+    every = settings["keep_every"]
+    if int(every) != every or every < 2:
+        raise ValueError(f"keep_every={every!r} must be an integer >= 2 (every k-th frame kept)")
+    is_train = np.zeros(data.n, dtype=bool)
+    for group in np.unique(data.groups):
+        members = np.flatnonzero(data.groups == group)
+        ordered = members[np.argsort(data.t[members], kind="stable")]
+        position = np.arange(ordered.size)
+        is_train[ordered[(position % int(every) == 0) | (position == ordered.size - 1)]] = True
+    if is_train.all():
+        raise DataError(f"keeping every {every}-th frame of {data.name!r} holds out nothing; "
+                        "use longer sequences or a larger keep_every")
+    return np.flatnonzero(is_train), np.flatnonzero(~is_train)
+
+
+def coverage(truth, mean, std, k=2.0):
+    """Fraction of pixels whose truth lies within ``mean +- k std``."""
+    truth, mean, std = (np.asarray(a, dtype=np.float64) for a in (truth, mean, std))
+    return float(np.mean(np.abs(truth - mean) <= k * std.reshape(truth.shape)))
+
+
+def _fit_and_score(name, settings, epochs, seed, train, test, progress):
+    """Fit method ``name`` on ``train``, predict ``test``: (model, predictions, scores).
+
+    VAR's scores also hold ``coverage_2std``, the fraction of held-out pixels within its
+    ``predict(..., return_std=True)`` mean +- 2 std (:func:`coverage`).
+    """
+    model = _make_method(name, settings, epochs, seed)
+    fit_options = {"progress": progress} if name in _TRAINED else {}
+    tick = time.perf_counter()
+    model.fit(train.X, train.Y, train.groups, **fit_options)
+    fit_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    predicted = np.asarray(model.predict(test.X, test.groups), dtype=np.float64)
+    predict_seconds = time.perf_counter() - tick
+    predicted = predicted.reshape(test.Y.shape)
+    scores = {**metrics.summarize(test.Y, predicted),
+              "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+    if name == "var":
+        mean, std = model.predict(test.X, test.groups, return_std=True)
+        scores["coverage_2std"] = coverage(test.Y, mean, std)
+    return model, predicted, scores
 
 
 def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=DEFAULT_EPOCHS,
@@ -457,9 +219,8 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     Parameters
     ----------
     data : minivae.datasets.SequenceData
-    mode : {"interpolation", "extrapolation"}, default "interpolation"
-        The split (:meth:`~minivae.datasets.SequenceData.split`, with the settings'
-        ``n_anchor_every`` and ``holdout``).
+    mode : {"interpolation", "extrapolation", "sparse"}, default "interpolation"
+        The split (:func:`split_data`).
     methods : sequence of str, default all of :data:`METHODS`
     seed : int, default 0
         Seed of every model (the data set is not reseeded).
@@ -484,8 +245,8 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     dict
         ``data, mode, seed, epochs, settings, n_train, n_test, n_groups, image_shape,
         started_utc, total_seconds`` and ``methods``: method name -> ``{"mse", "psnr",
-        "ssim", "fit_seconds", "predict_seconds"}``, the metrics being means over the
-        held-out frames. With ``out_dir`` also ``figures`` (file names) and
+        "ssim", "fit_seconds", "predict_seconds"}`` (VAR also ``coverage_2std``), the
+        metrics being means over the held-out frames. With ``out_dir`` also ``figures`` (file names) and
         ``checkpoint`` (when VAR ran).
 
     Raises
@@ -501,26 +262,14 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
     settings = _settings(settings)
     started = time.perf_counter()
     started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    train_idx, test_idx = data.split(mode, n_anchor_every=settings["n_anchor_every"],
-                                     holdout=settings["holdout"])
+    train_idx, test_idx = split_data(data, mode, settings)
     train, test = data.subset(train_idx), data.subset(test_idx)
-    target, staging = reports.prepare_output_folder(out_dir) if out_dir is not None else (None, None)
-    try:
+    with _output_folder(out_dir) as staging:
         fitted, predictions, scores = {}, {}, {}
         with limited_threads(settings["threads"]):
             for name in tqdm(methods, desc=f"{data.name} {mode}", disable=not progress):
-                model = _make_method(name, settings, epochs, seed)
-                fit_options = {"progress": progress} if name in _TRAINED else {}
-                tick = time.perf_counter()
-                model.fit(train.X, train.Y, train.groups, **fit_options)
-                fit_seconds = time.perf_counter() - tick
-                tick = time.perf_counter()
-                predicted = np.asarray(model.predict(test.X, test.groups), dtype=np.float64)
-                predict_seconds = time.perf_counter() - tick
-                predicted = predicted.reshape(test.Y.shape)
-                fitted[name], predictions[name] = model, predicted
-                scores[name] = {**metrics.summarize(test.Y, predicted),
-                                "fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+                fitted[name], predictions[name], scores[name] = _fit_and_score(
+                    name, settings, epochs, seed, train, test, progress)
         result = {
             "data": data.name,
             "mode": mode,
@@ -538,11 +287,6 @@ def run_experiment(data, mode="interpolation", methods=METHODS, seed=0, epochs=D
         result["total_seconds"] = time.perf_counter() - started
         if staging is not None:
             reports.write_run(staging, data, train_idx, test_idx, fitted, predictions, result)
-            reports.publish_folder(staging, target, out_dir)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
@@ -578,6 +322,24 @@ def load_data(name, seed=0):
     return datasets.load_regression_folder(name)
 
 
+def _summarise(scores):
+    """Per method and metric, ``{"mean", "std", "values"}`` over a list of runs' scores;
+    ``std`` is the sample standard deviation (ddof 1; 0 for a single run)."""
+    summary = {}
+    for name, first in scores[0].items():
+        summary[name] = {}
+        for metric in ("mse", "psnr", "ssim", "fit_seconds", "coverage_2std"):
+            if metric not in first:
+                continue
+            values = np.array([run[name][metric] for run in scores])
+            summary[name][metric] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "values": values.tolist(),
+            }
+    return summary
+
+
 def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METHODS,
                   epochs=DEFAULT_EPOCHS, settings=None, out_dir=None, progress=True):
     """Run :func:`run_experiment` once per seed and summarise each metric over the seeds.
@@ -586,7 +348,7 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
     ----------
     data_name : str, Path or SequenceData
         As :func:`load_data`; the data set is the same for every seed.
-    mode : {"interpolation", "extrapolation"}
+    mode : {"interpolation", "extrapolation", "sparse"}
     seeds : sequence of int, default (0, 1, 2)
         Model seeds.
     methods, epochs, settings, progress
@@ -602,37 +364,164 @@ def compare_seeds(data_name, mode="interpolation", seeds=(0, 1, 2), methods=METH
     -------
     dict
         ``data, mode, seeds, runs`` (each run's result) and ``summary``: method ->
-        metric -> ``{"mean", "std", "values"}`` for ``mse, psnr, ssim, fit_seconds``;
+        metric -> ``{"mean", "std", "values"}`` for ``mse, psnr, ssim, fit_seconds`` (and
+        VAR's ``coverage_2std``);
         ``std`` is the sample standard deviation (ddof 1; 0 for a single seed).
     """
     data = load_data(data_name)
     seeds = tuple(int(seed) for seed in seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    target, staging = reports.prepare_output_folder(out_dir) if out_dir is not None else (None, None)
-    try:
+    with _output_folder(out_dir) as staging:
         runs = []
         for seed in seeds:
             run_dir = None if staging is None else staging / f"seed{seed}"
             runs.append(run_experiment(data, mode, methods=methods, seed=seed, epochs=epochs,
                                        out_dir=run_dir, progress=progress, settings=settings))
-        summary = {}
-        for name in runs[0]["methods"]:
-            summary[name] = {}
-            for metric in ("mse", "psnr", "ssim", "fit_seconds"):
-                values = np.array([run["methods"][name][metric] for run in runs])
-                summary[name][metric] = {
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                    "values": values.tolist(),
-                }
         result = {"data": data.name, "mode": mode, "seeds": list(seeds), "runs": runs,
-                  "summary": summary}
+                  "summary": _summarise([run["methods"] for run in runs])}
         if staging is not None:
             reports.write_seed_summary(staging, result)
-            reports.publish_folder(staging, target, out_dir)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
+
+
+# ---- the benchmark: every regime, every method, several seeds ---------------------------
+
+UNSEEN_SEQUENCES = {"n_sequences": 5, "n_frames": 40, "seed": 11}
+"""Settings of :func:`~minivae.datasets.make_image_sequences` that no default was chosen on
+(another data seed, fewer and shorter sequences): the benchmark's unseen data set."""
+
+BENCHMARK_REGIMES = {
+    "sequences, every 2nd frame kept": ("sequences", {}, "sparse", {"keep_every": 2}),
+    "sequences, every 4th frame kept": ("sequences", {}, "sparse", {"keep_every": 4}),
+    "sequences, every 8th frame kept": ("sequences", {}, "sparse", {"keep_every": 8}),
+    "sequences, extrapolation (last 25%)": ("sequences", {}, "extrapolation", {}),
+    "postures (22 joint inputs), every 4th frame kept": ("postures", {}, "sparse",
+                                                         {"keep_every": 4}),
+    "postures (22 joint inputs), every 8th frame kept": ("postures", {}, "sparse",
+                                                         {"keep_every": 8}),
+    "postures (22 joint inputs), extrapolation (last 25%)": ("postures", {}, "extrapolation",
+                                                             {}),
+    "unseen sequences, every 4th frame kept": ("sequences", UNSEEN_SEQUENCES, "sparse",
+                                               {"keep_every": 4}),
+}
+"""Regime name -> (data set, its generator's keyword arguments, split mode, settings).
+
+The sequences' input is the frame's position t (one column), the postures' the 22 joint
+coordinates. Every cell of the README's results table is one regime and one method."""
+
+
+def _regime_figures(folder, slug, train, test, fitted, predictions, scores):
+    """The regime's comparison figure and, for one-column inputs, VAR's latent trajectory."""
+    from . import plots
+
+    shown = np.unique(np.linspace(0, test.n - 1, min(8, test.n)).round().astype(np.int64))
+    plots.compare_methods(test.Y[shown], {name: images[shown] for name, images in
+                                          predictions.items()},
+                          folder / f"{slug}.png", n_show=shown.size,
+                          psnr={name: score["psnr"] for name, score in scores.items()})
+    if "var" not in fitted or test.X.shape[1] != 1:
+        return
+    var, group = fitted["var"], test.groups[0]
+    in_group = train.groups == group
+    codes = var.encode(train.Y[in_group])[0]
+    t_anchor = train.X[in_group, 0]
+    t_all = np.concatenate([t_anchor, test.X[test.groups == group, 0]])
+    t_dense = np.linspace(t_all.min(), t_all.max(), 200)
+    mean, variance = var.predict_latent(t_dense[:, None], groups=np.full(t_dense.size, group))
+    plots.plot_latent_trajectory(t_anchor, codes, t_dense, mean, np.sqrt(variance),
+                                 folder / f"{slug}-latent.png")
+
+
+def run_benchmark(out_dir=None, seeds=(0, 1, 2), regimes=None, epochs=DEFAULT_EPOCHS,
+                  settings=None, progress=True):
+    """Every method of :data:`METHODS` in every regime of :data:`BENCHMARK_REGIMES`, per seed.
+
+    Parameters
+    ----------
+    out_dir : str or Path, optional
+        Written as :func:`run_experiment` writes a folder (built beside, published whole):
+        ``results.json`` (every run's scores and the summaries), ``results.md`` (the
+        tables of :func:`format_benchmark_table`) and, per regime, ``<slug>.png`` (the
+        held-out truth above each method's prediction of the first seed, rows labelled
+        with that seed's PSNR over all held-out frames) and, for one-column inputs,
+        ``<slug>-latent.png`` (VAR's GP mean of the code over t with its 95% band).
+    seeds : sequence of int, default (0, 1, 2)
+        Model seeds; the data sets are fixed.
+    regimes : sequence of str, optional
+        Names in :data:`BENCHMARK_REGIMES`; default all.
+    epochs, settings, progress
+        As :func:`run_experiment` (``settings`` overrides apply to every regime, under the
+        regime's own split settings).
+
+    Returns
+    -------
+    dict
+        ``seeds, epochs`` and ``regimes``: name -> ``{"data", "mode", "n_train",
+        "n_test", "runs" (per seed: method -> scores), "summary"`` (:func:`_summarise`)}.
+    """
+    seeds = tuple(int(seed) for seed in seeds)
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed")
+    names = tuple(BENCHMARK_REGIMES) if regimes is None else tuple(regimes)
+    unknown = [name for name in names if name not in BENCHMARK_REGIMES]
+    if unknown:
+        raise ValueError(f"unknown regimes {unknown}; choose from {list(BENCHMARK_REGIMES)}")
+    epochs = _check_epochs(epochs)
+    with _output_folder(out_dir) as staging:
+        result = {"seeds": list(seeds), "epochs": list(epochs), "regimes": {}}
+        for slug_number, name in enumerate(names):
+            source, data_options, mode, split_settings = BENCHMARK_REGIMES[name]
+            maker = (datasets.make_image_sequences if source == "sequences"
+                     else datasets.make_postures)
+            data = maker(**data_options)
+            regime_settings = _settings({**(settings or {}), **split_settings})
+            train_idx, test_idx = split_data(data, mode, regime_settings)
+            train, test = data.subset(train_idx), data.subset(test_idx)
+            runs = []
+            for seed in seeds:
+                fitted, predictions, scores = {}, {}, {}
+                with limited_threads(regime_settings["threads"]):
+                    for method in tqdm(METHODS, desc=f"{name}, seed {seed}",
+                                       disable=not progress):
+                        fitted[method], predictions[method], scores[method] = _fit_and_score(
+                            method, regime_settings, epochs, seed, train, test, progress)
+                if staging is not None and seed == seeds[0]:
+                    _regime_figures(staging, f"regime{slug_number + 1}", train, test, fitted,
+                                    predictions, scores)
+                runs.append(scores)
+            result["regimes"][name] = {"data": {"source": source, **data_options}, "mode": mode,
+                                       "split": split_settings, "n_train": int(train.n),
+                                       "n_test": int(test.n), "runs": runs,
+                                       "summary": _summarise(runs)}
+        if staging is not None:
+            from .files import write_text
+
+            write_text(staging / "results.json", json.dumps(result, indent=2))
+            write_text(staging / "results.md", format_benchmark_table(result))
+    return result
+
+
+def format_benchmark_table(result):
+    """Markdown tables of :func:`run_benchmark`'s result: PSNR and SSIM, mean +- std over
+    the seeds, one row per regime, one column per method, and VAR's 2-std coverage."""
+    seeds = result["seeds"]
+    header = "| regime | " + " | ".join(METHODS) + " |"
+    rule = "|---|" + "---:|" * len(METHODS)
+    lines = []
+    for metric, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)):
+        lines += [f"{title} on held-out frames, mean +- std over seeds {seeds}", "", header, rule]
+        for name, regime in result["regimes"].items():
+            cells = [f"{regime['summary'][m][metric]['mean']:.{digits}f} +- "
+                     f"{regime['summary'][m][metric]['std']:.{digits}f}" for m in METHODS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["VAR: fraction of held-out pixels within predict(..., return_std=True) mean +- 2 "
+              "std; training / held-out frames; VAR fit seconds", "",
+              "| regime | coverage | frames | fit (s) |", "|---|---:|---:|---:|"]
+    for name, regime in result["regimes"].items():
+        var = regime["summary"]["var"]
+        lines.append(f"| {name} | {var['coverage_2std']['mean']:.3f} +- "
+                     f"{var['coverage_2std']['std']:.3f} | {regime['n_train']} / "
+                     f"{regime['n_test']} | {var['fit_seconds']['mean']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -823,8 +823,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
             amp_query = xp.sqrt(sigma.mean()) * xp.ones(out_rows.size, dtype=xp.float64)
             factor = factorise(self._X_train[rows].astype(xp.float64), theta, amplitudes=amp,
                                backend=self.backend)
-            mean[out_rows], var[out_rows] = predictive(factor, factor.solve(codes), X_dev[out_rows],
-                                                       amp_query, return_var=True)
+            alpha = factor.solve(codes)
+            scale = (codes * alpha).sum() / codes.size
+            mean[out_rows], latent_var = predictive(factor, alpha, X_dev[out_rows], amp_query,
+                                                    return_var=True)
+            var[out_rows] = scale * latent_var
         return mean, var
 
     def predict_latent(self, X_new, groups=None):
@@ -842,8 +845,10 @@ class VARegressor(RegressorMixin, BaseEstimator):
             ``K* (K + noise I)^-1 Mu``, Mu the posterior means of the group's training
             images.
         var : (m,) host array
-            ``b^2 - k*^T (K + noise I)^-1 k*``, the latent function's variance (no noise
-            term; the same for every latent dimension).
+            ``c (b^2 - k*^T (K + noise I)^-1 k*)``, the latent function's variance (no
+            noise term; the same for every latent dimension), with ``c = tr(Mu^T (K +
+            noise I)^-1 Mu) / (n k)`` the maximum-likelihood scale of the group's covariance
+            given its codes (docs/derivations.md, "VAR: prediction").
         """
         mean, var = self._condition(X_new, groups)
         return self.backend.to_host(mean), self.backend.to_host(var)

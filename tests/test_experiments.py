@@ -16,15 +16,8 @@ from minivae import experiments, plots
 from minivae.cli import run_demo, train_var
 from minivae.datasets import make_image_sequences, make_postures
 from minivae.errors import DataError
-from minivae.experiments import (
-    METHODS,
-    NearestAnchor,
-    PixelGP,
-    TwoStage,
-    compare_seeds,
-    run_experiment,
-    starting_lengthscales,
-)
+from minivae.baselines import NearestAnchor, PixelGP, TwoStage, starting_lengthscales
+from minivae.experiments import METHODS, compare_seeds, run_experiment
 from minivae.reports import RUN_MARKER, _dense_inputs, _numbered_across_phases
 
 TINY_SETTINGS = {"latent_dim": 2, "hidden": (16,), "batch_size": 16, "n_anchor": 6, "n_query": 4}
@@ -164,8 +157,9 @@ def test_run_experiment_scores_every_method_and_writes_the_report(tiny_sequences
     result = run_experiment(tiny_sequences, "interpolation", epochs=TINY_EPOCHS, out_dir=out_dir,
                             progress=False, settings=TINY_SETTINGS)
     assert list(result["methods"]) == list(METHODS)
-    for scores in result["methods"].values():
-        assert set(scores) == {"mse", "psnr", "ssim", "fit_seconds", "predict_seconds"}
+    for name, scores in result["methods"].items():
+        extra = {"coverage_2std"} if name == "var" else set()
+        assert set(scores) == {"mse", "psnr", "ssim", "fit_seconds", "predict_seconds"} | extra
         assert scores["mse"] >= 0 and -1 <= scores["ssim"] <= 1
     expected = {"report.md", "metrics.json", "comparison.png", "latent_trajectory.png",
                 "var_loss.png", "two_stage_loss.png", "var_checkpoint.npz", RUN_MARKER}
@@ -401,3 +395,93 @@ def test_baselines_treat_missing_groups_as_one_sequence():
     assert nearest.shape == smooth.shape == (4, 7, 7)
     # a ramp of constant images is what a smooth GP interpolates well and a lookup cannot
     assert np.mean((smooth - images[query]) ** 2) < 0.1 * np.mean((nearest - images[query]) ** 2)
+
+
+def test_sparse_split_keeps_every_kth_frame_and_the_last(tiny_sequences):
+    train_idx, test_idx = experiments.split_data(tiny_sequences, "sparse",
+                                                 experiments._settings({"keep_every": 4}))
+    assert np.intersect1d(train_idx, test_idx).size == 0
+    assert np.union1d(train_idx, test_idx).size == tiny_sequences.n
+    for group in np.unique(tiny_sequences.groups):
+        members = np.flatnonzero(tiny_sequences.groups == group)
+        ordered = members[np.argsort(tiny_sequences.t[members], kind="stable")]
+        kept = np.flatnonzero(np.isin(ordered, train_idx))
+        assert kept.tolist() == [0, 4, 8, 12, 15]
+
+
+@pytest.mark.parametrize("keep_every, error, message", [
+    (1, ValueError, "keep_every=1 must be an integer >= 2"),
+    (2.5, ValueError, "keep_every=2.5 must be an integer >= 2"),
+])
+def test_sparse_split_rejects_bad_spacings(tiny_sequences, keep_every, error, message):
+    with pytest.raises(error, match=message):
+        experiments.split_data(tiny_sequences, "sparse",
+                               experiments._settings({"keep_every": keep_every}))
+
+
+def test_sparse_split_that_holds_out_nothing_names_the_problem():
+    data = make_image_sequences(n_sequences=1, n_frames=2, size=8, seed=0, supersample=1)
+    with pytest.raises(DataError, match="holds out nothing"):
+        experiments.split_data(data, "sparse", experiments._settings({"keep_every": 2}))
+
+
+def test_coverage_counts_pixels_within_k_standard_deviations():
+    truth = np.array([[0.0, 1.0], [2.0, 3.0]])
+    mean = np.zeros((2, 2))
+    std = np.full((2, 2), 0.75)
+    assert experiments.coverage(truth, mean, std) == 0.5  # |0|, |1| <= 1.5; 2, 3 are not
+    assert experiments.coverage(truth, mean, std, k=3.0) == 0.75  # 3 > 2.25
+
+
+def test_var_scores_hold_the_coverage_of_its_predicted_spread(tiny_sequences):
+    result = run_experiment(tiny_sequences, "sparse", methods=("var",), epochs=TINY_EPOCHS,
+                            settings={**TINY_SETTINGS, "n_anchor": None, "n_query": None},
+                            progress=False)
+    assert 0.0 <= result["methods"]["var"]["coverage_2std"] <= 1.0
+
+
+def test_run_benchmark_writes_every_regime_table_and_figure(tmp_path, monkeypatch):
+    tiny = {"n_sequences": 2, "n_frames": 16, "size": 12, "seed": 3, "supersample": 1}
+    monkeypatch.setattr(experiments, "BENCHMARK_REGIMES", {
+        "tiny sparse": ("sequences", tiny, "sparse", {"keep_every": 4}),
+        "tiny postures": ("postures", {"n_sequences": 2, "n_frames": 16, "size": 12},
+                          "extrapolation", {}),
+    })
+    settings = {**TINY_SETTINGS, "n_anchor": None, "n_query": None}
+    result = experiments.run_benchmark(tmp_path / "bench", seeds=(0, 1), epochs=TINY_EPOCHS,
+                                       settings=settings, progress=False)
+    assert list(result["regimes"]) == ["tiny sparse", "tiny postures"]
+    sparse = result["regimes"]["tiny sparse"]
+    assert (sparse["n_train"], sparse["n_test"]) == (10, 22)
+    assert len(sparse["runs"]) == 2 and set(sparse["summary"]) == set(METHODS)
+    psnr = [run["var"]["psnr"] for run in sparse["runs"]]
+    assert sparse["summary"]["var"]["psnr"]["mean"] == pytest.approx(np.mean(psnr), rel=1e-12)
+    written = {path.name for path in (tmp_path / "bench").iterdir()}
+    # one figure per regime; the latent trajectory only for one-column inputs
+    assert written == {"results.json", "results.md", "regime1.png", "regime1-latent.png",
+                       "regime2.png", RUN_MARKER}
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert table.count("| tiny sparse |") == 3 and "| tiny postures |" in table
+    assert json.loads((tmp_path / "bench" / "results.json").read_text())["seeds"] == [0, 1]
+
+
+def test_run_benchmark_rejects_an_unknown_regime(tmp_path):
+    with pytest.raises(ValueError, match="unknown regimes \\['sideways'\\]"):
+        experiments.run_benchmark(tmp_path / "bench", regimes=["sideways"], progress=False)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_demo_full_runs_the_benchmark_into_its_folder(tmp_path, monkeypatch, capsys):
+    from minivae import cli
+
+    calls = []
+
+    def fake_benchmark(out_dir, progress):
+        calls.append((out_dir, progress))
+        (tmp_path / "bench").mkdir()
+        (tmp_path / "bench" / "results.md").write_text("| table |\n")
+
+    monkeypatch.setattr(experiments, "run_benchmark", fake_benchmark)
+    assert cli.main(["demo", "--full", "--no-progress", "--out", str(tmp_path / "bench")]) == 0
+    assert calls == [(str(tmp_path / "bench"), False)]
+    assert "| table |" in capsys.readouterr().out

@@ -249,6 +249,15 @@ def test_cuda_sim_training_agrees_with_cpu(rng):
 # ---- prediction ---------------------------------------------------------------------------------
 
 
+def _codes_covariance(model, X, Y):
+    """A group's codes mu, log amplitudes and A = K + noise I (one input column), in NumPy."""
+    mu, _, logsigma = model.encode(Y)
+    amp = np.sqrt(np.exp(logsigma))
+    x = X[:, 0]
+    kernel = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / model.lengthscale_**2)
+    return mu, logsigma, amp[:, None] * amp[None, :] * kernel + model.noise * np.eye(x.size)
+
+
 def test_predict_shapes_and_latent_variance(rng):
     X, Y, groups = _toy_data(rng, image_shape=(12,))
     model = _fit_small(X, Y, groups, (1, 1, 0))
@@ -259,10 +268,34 @@ def test_predict_shapes_and_latent_variance(rng):
     mean, var = model.predict_latent(X_new, groups=1)
     assert mean.shape == (3, 3) and var.shape == (3,)
     assert np.all(var >= 0)
-    # Far from every training input the posterior variance returns to the prior b^2.
-    _, _, logsigma = model.encode(Y[groups == 1])
-    np.testing.assert_allclose(var[2], np.exp(logsigma).mean(), rtol=1e-9)
+    # Far from every training input the posterior variance returns to the prior b^2, times
+    # the maximum-likelihood scale c = tr(Mu^T A^-1 Mu) / (n k) of the group's covariance.
+    mu, logsigma, A = _codes_covariance(model, X[groups == 1], Y[groups == 1])
+    c = np.sum(mu * np.linalg.solve(A, mu)) / mu.size
+    np.testing.assert_allclose(var[2], c * np.exp(logsigma).mean(), rtol=1e-9)
     assert model.decode(mean).shape == (3, 12)
+
+
+def test_latent_variance_scale_is_the_maximum_of_the_codes_likelihood(rng):
+    """c maximises log N(Mu; 0, c A) over c: the derivative in log c vanishes there."""
+    X, Y, groups = _toy_data(rng)
+    model = _fit_small(X, Y, groups, (1, 1, 0))
+    mu, logsigma, A = _codes_covariance(model, X[groups == 0], Y[groups == 0])
+    n = A.shape[0]
+    quad, logdet = np.sum(mu * np.linalg.solve(A, mu)), np.linalg.slogdet(A)[1]
+
+    def log_likelihood(log_c):
+        return -0.5 * quad / np.exp(log_c) - 0.5 * mu.shape[1] * (logdet + n * log_c)
+
+    c = quad / mu.size
+    h = 1e-5
+    slope = (log_likelihood(np.log(c) + h) - log_likelihood(np.log(c) - h)) / (2 * h)
+    assert abs(slope) < 1e-6 * mu.size
+    assert log_likelihood(np.log(c)) > max(log_likelihood(np.log(c) + 0.1),
+                                           log_likelihood(np.log(c) - 0.1))
+    # and the model's prior variance far away is c b^2
+    _, var = model.predict_latent(np.array([[50.0]]), groups=0)
+    np.testing.assert_allclose(var[0], c * np.exp(logsigma).mean(), rtol=1e-9)
 
 
 def test_prediction_at_a_training_input_rescales_its_code(rng):

@@ -1,0 +1,127 @@
+"""VAR settings measured on validation frames carved from the training frames (never test frames).
+
+For a regime of minivae.experiments.BENCHMARK_REGIMES, the training frames of the split are
+split again ("interpolation", every 3rd training frame held out); VARegressor with default
+settings is fitted on the rest and scored (PSNR, SSIM) on those validation frames, once per
+value of the setting. Test frames are never touched.
+
+    python examples/var_validation.py noise
+    python examples/var_validation.py calibration
+    python examples/var_validation.py ceiling
+    python examples/var_validation.py amplitude
+
+amplitude: the median over training frames of |b / a_i - 1|, b = sqrt(mean sigma) the query
+amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b / a_i) mu_i,
+is from the frame's own code mu_i.
+
+calibration: coverage of the validation pixels by predict(..., return_std=True) mean +- 2 std
+(whose latent variance is scaled by c = tr(Mu^T A^-1 Mu) / (N k), the maximum-likelihood
+factor of each group's covariance given its codes), and by the same spread without c.
+
+ceiling: VAR's validation PSNR against its own autoencoder's reconstruction of the
+validation frames and against the pixel GP.
+"""
+import json
+import sys
+
+import numpy as np
+
+from minivae import datasets, experiments, metrics
+from minivae.kernels.threads import limited_threads
+from minivae.var import VARegressor
+
+REGIMES = ("sequences, every 4th frame kept", "postures (22 joint inputs), every 4th frame kept")
+CEILING_REGIMES = ("sequences, every 2nd frame kept", "sequences, every 8th frame kept",
+                   "postures (22 joint inputs), every 4th frame kept")
+
+
+def validation_split(name):
+    source, options, mode, split = experiments.BENCHMARK_REGIMES[name]
+    data = (datasets.make_image_sequences if source == "sequences" else datasets.make_postures)(**options)
+    settings = {**experiments.DEFAULT_SETTINGS, **split}
+    train_idx, _ = experiments.split_data(data, mode, settings)
+    train = data.subset(train_idx)
+    fit_idx, val_idx = train.split("interpolation", n_anchor_every=3)
+    return train.subset(fit_idx), train.subset(val_idx)
+
+
+def score(model, fit, val, **predict_options):
+    predicted = model.predict(val.X, val.groups, **predict_options)
+    return metrics.summarize(val.Y, np.asarray(predicted, dtype=np.float64).reshape(val.Y.shape))
+
+
+def main(which):
+    rows = []
+    with limited_threads(1):
+        for name in (CEILING_REGIMES if which == "ceiling" else REGIMES):
+            fit, val = validation_split(name)
+            if which == "noise":
+                for noise in (1e-2, 1e-3, 1e-4, 1e-5):
+                    model = VARegressor(noise=noise, seed=0).fit(fit.X, fit.Y, fit.groups,
+                                                                 progress=False)
+                    sigma = np.exp(model.encode(fit.Y)[2])
+                    rows.append({"regime": name, "noise": noise, **score(model, fit, val),
+                                 "sigma_median": float(np.median(sigma)),
+                                 "sigma_range": [float(sigma.min()), float(sigma.max())]})
+                    print(json.dumps(rows[-1]), flush=True)
+            if which == "amplitude":
+                model = VARegressor(seed=0).fit(fit.X, fit.Y, fit.groups, progress=False)
+                sigma = np.exp(model.encode(fit.Y)[2].astype(np.float64))
+                ratio = np.concatenate([np.sqrt(sigma[fit.groups == g].mean() / sigma[fit.groups == g])
+                                        for g in np.unique(fit.groups)])
+                rows.append({"regime": name, "median_abs_ratio_minus_1": float(np.median(np.abs(ratio - 1))),
+                             "max_abs_ratio_minus_1": float(np.max(np.abs(ratio - 1))),
+                             "validation_psnr": score(model, fit, val)["psnr"]})
+                print(json.dumps(rows[-1]), flush=True)
+            if which == "ceiling":
+                rows.append({"regime": name, **ceiling(fit, val)})
+                print(json.dumps(rows[-1]), flush=True)
+            if which == "calibration":
+                rows.append({"regime": name, **calibration(fit, val)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def ml_scale(model, fit, group):
+    from minivae.gp import factorise
+
+    rows = fit.groups == group
+    mu, _, logsigma = model.encode(fit.Y[rows])
+    theta = np.array([np.log(model.lengthscale_), 0.0, np.log(model.noise)])
+    factor = factorise(fit.X[rows], theta, amplitudes=np.sqrt(np.exp(logsigma.astype(np.float64))))
+    codes = mu.astype(np.float64)
+    return float(np.sum(codes * np.asarray(factor.solve(codes))) / codes.size)
+
+
+def calibration(fit, val, n_samples=32):
+    model = VARegressor(seed=0).fit(fit.X, fit.Y, fit.groups, progress=False)
+    images, std = model.predict(val.X, val.groups, return_std=True, n_samples=n_samples)
+    mean, var = model.predict_latent(val.X, val.groups)
+    scales = {int(g): ml_scale(model, fit, g) for g in np.unique(fit.groups)}
+    scale = np.array([scales[int(g)] for g in val.groups])
+    rng = np.random.default_rng(0)
+    eps = rng.standard_normal((n_samples, *mean.shape))
+    codes = mean[None] + np.sqrt(var / scale)[None, :, None] * eps
+    decoded = model.decode(codes.reshape(-1, mean.shape[1]).astype(np.float32))
+    unscaled_std = decoded.reshape(n_samples, mean.shape[0], -1).std(axis=0)
+    return {"coverage_2std": experiments.coverage(val.Y, images, std),
+            "coverage_2std_without_scale": experiments.coverage(val.Y, images, unscaled_std),
+            "ml_scale_median": float(np.median(list(scales.values())))}
+
+
+def ceiling(fit, val):
+    """Where VAR's error comes from: its prediction against the same autoencoder's
+    reconstruction of the validation frames (decode(encode(y)), the best any regressed code
+    could do with this decoder) and against the pixel GP."""
+    model = VARegressor(seed=0).fit(fit.X, fit.Y, fit.groups, progress=False)
+    codes = model.encode(val.Y)[0]
+    reconstruction = model.decode(codes).astype(np.float64)
+    pixel = experiments.PixelGP().fit(fit.X, fit.Y, fit.groups).predict(val.X, val.groups)
+    return {"var_psnr": score(model, fit, val)["psnr"],
+            "var_reconstruction_psnr": metrics.summarize(val.Y, reconstruction)["psnr"],
+            "pixel_gp_psnr": metrics.summarize(val.Y, pixel)["psnr"],
+            "n_fit": int(fit.n), "n_val": int(val.n)}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
