@@ -1,6 +1,7 @@
 """The ``minivae`` command line.
 
     minivae demo                       the main job: VAR and its baselines on image sequences
+    minivae demo --full                every regime of the README's results table, 3 seeds
     minivae train vae --data digits    train a VAE, write checkpoint, metrics and figures
     minivae train gp --data PATH.csv   fit a GP to a CSV (last column is y), plot it
     minivae train var --data sequences train VAR on built-in or your own regression data

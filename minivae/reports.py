@@ -121,8 +121,9 @@ def write_run(folder, data, train_idx, test_idx, fitted, predictions, result):
     test = data.subset(test_idx)
     shown = np.unique(np.linspace(0, test.n - 1, min(8, test.n)).round().astype(np.int64))
     shown_predictions = {name: images[shown] for name, images in predictions.items()}
+    psnr = {name: score["psnr"] for name, score in result["methods"].items()}
     plots.compare_methods(test.Y[shown], shown_predictions, folder / "comparison.png",
-                          n_show=shown.size)
+                          n_show=shown.size, psnr=psnr)
     figures = [("Held-out ground truth (top) and each method's prediction", "comparison.png")]
     if "var" in fitted:
         var = fitted["var"]
