@@ -47,8 +47,12 @@ history; phases ``"pretrain"``, ``"joint"``, ``"finetune"``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import losses
@@ -245,10 +249,13 @@ class VARegressor(RegressorMixin, BaseEstimator):
     bit-identical for a seed and a device, and resumable.
     """
 
-    def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
-                 n_anchor=None, n_query=None, epochs=DEFAULT_EPOCHS, lr=1e-3, batch_size=64,
-                 lengthscale=None, noise=1e-3, patience=None, validation_every=8,
-                 dtype="float32", seed=0, device="cpu"):
+    def __init__(self, latent_dim: int = 8, hidden: int | Sequence[int] = (256,),
+                 activation: str = "relu", likelihood: str = "bernoulli",
+                 n_anchor: int | None = None, n_query: int | None = None,
+                 epochs: Sequence[int] = DEFAULT_EPOCHS, lr: float = 1e-3,
+                 batch_size: int = 64, lengthscale: float | None = None, noise: float = 1e-3,
+                 patience: int | None = None, validation_every: int = 8,
+                 dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu") -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -265,6 +272,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.seed = seed
         self.device = device
+
+    history_: dict | None  # set by fit (None in a model loaded from a file without one)
 
     # ---- arguments, configuration and state ----------------------------------------------
 
@@ -358,7 +367,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             self._set_training_data(arrays["data.X"], arrays["data.Y"],
                                     arrays["data.group_index"], arrays["data.group_labels"])
 
-    def save(self, path) -> None:
+    def save(self, path: str | PathLike[str]) -> None:
         """Write parameters, configuration and training data to ``path`` (an .npz checkpoint).
 
         The training data are stored because :meth:`predict` conditions on them.
@@ -371,7 +380,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
                         kind="VARegressor")
 
     @classmethod
-    def load(cls, path, device=None) -> "VARegressor":
+    def load(cls, path: str | PathLike[str], device: str | None = None) -> VARegressor:
         """Load a model written by :meth:`save` (or a :meth:`fit` checkpoint) onto ``device``
         (None: the device it was saved from)."""
         from .checkpoint import load_checkpoint
@@ -649,7 +658,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
             n_query = max(1, min(8, n_min - n_anchor))
         return int(n_anchor), int(n_query)
 
-    def fit(self, X, Y, groups=None, progress=True, checkpoint=None, resume=False):
+    def fit(self, X: ArrayLike, Y: ArrayLike, groups: ArrayLike | None = None,
+            progress: bool = True, checkpoint: str | PathLike[str] | None = None,
+            resume: bool = False) -> VARegressor:
         """Train with the three-phase schedule: pre-training, joint, fine-tuning.
 
         Parameters
@@ -723,20 +734,24 @@ class VARegressor(RegressorMixin, BaseEstimator):
         network, X_train, Y_train = self.network, self._X_train, self._Y_train
         self._episode_rows = [rows[~held_out[rows]] for rows in self._group_rows]
         training_rows = np.flatnonzero(~held_out)
-        evaluate = patience = pretrain_batches = None
+        evaluate: Callable[[], float] | None = None
+        pretrain_batches: Callable[[Any], list] | None = None
+        patience = None
         if self.patience is not None:
             patience = int(self.patience)
             val_rows = np.flatnonzero(held_out)
             val_groups, val_dev = group_index[val_rows], self.backend.asarray(val_rows)
 
-            def evaluate():
+            def validation_nll() -> float:
                 codes = self._regress(X_train[val_dev], val_groups, self._episode_rows)[0]
                 return float(network.decoder_nll(codes, Y_train[val_dev]).mean())
 
-            def pretrain_batches(rng):
+            def training_batches(rng) -> list:
                 order = training_rows[rng.permutation(training_rows.size)]
                 size = int(self.batch_size)
                 return [order[start:start + size] for start in range(0, order.size, size)]
+
+            evaluate, pretrain_batches = validation_nll, training_batches
 
         def pretrain_step(idx, rng):
             return network.neg_elbo_and_grads(Y_train[self.backend.asarray(idx)],
@@ -830,7 +845,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
             var[out_rows] = scale * latent_var
         return mean, var
 
-    def predict_latent(self, X_new, groups=None):
+    def predict_latent(self, X_new: ArrayLike,
+                       groups: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """GP posterior mean and variance of the latent code at new inputs.
 
         Parameters
@@ -853,7 +869,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
         mean, var = self._condition(X_new, groups)
         return self.backend.to_host(mean), self.backend.to_host(var)
 
-    def predict(self, X_new, groups=None, return_std=False, n_samples=32):
+    def predict(self, X_new: ArrayLike, groups: ArrayLike | None = None,
+                return_std: bool = False,
+                n_samples: int = 32) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Images regressed at new inputs.
 
         Parameters
@@ -891,7 +909,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         std = decoded.reshape(n_samples, m, -1).std(axis=0)
         return images, self.backend.to_host(std).reshape((m, *self.image_shape_))
 
-    def score(self, X, Y, groups=None) -> float:
+    def score(self, X: ArrayLike, Y: ArrayLike, groups: ArrayLike | None = None) -> float:
         """Coefficient of determination R^2 of the predicted images: one minus the summed
         squared error over the summed squared deviation from the mean image (scikit-learn's
         ``r2_score`` with ``multioutput="variance_weighted"``; an unweighted mean over
@@ -899,11 +917,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
         from sklearn.metrics import r2_score
 
         Y = check_images(Y, self.likelihood, dtype=self._dtype)
-        predicted = self.predict(X, groups)
+        predicted = np.asarray(self.predict(X, groups))
         return float(r2_score(Y.reshape(Y.shape[0], -1), predicted.reshape(Y.shape[0], -1),
                               multioutput="variance_weighted"))
 
-    def encode(self, Y):
+    def encode(self, Y: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Encoder outputs of images ``Y`` (n, H, W) or (n, D): ``mu, logvar`` (n, k) and
         ``logsigma`` (n,), the log of the kernel amplitude squared, host arrays."""
         self._check_fitted()
@@ -911,7 +929,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         to_host = self.backend.to_host
         return to_host(heads["mu"]), to_host(heads["logvar"]), to_host(heads["logsigma"][:, 0])
 
-    def decode(self, Z):
+    def decode(self, Z: ArrayLike) -> np.ndarray:
         """Decoder mean for latent codes ``Z`` (m, k): images (m, *image_shape), host."""
         self._check_fitted()
         Z = check_inputs(Z, "Z", int(self.latent_dim), self._dtype)
