@@ -230,7 +230,7 @@ def time_interleaved(calls: dict, repeats: int, warmup: int = 1, block: int = 1,
     for _ in range(warmup):
         for fn, _timer in calls.values():
             fn()
-    samples = {label: [] for label in calls}
+    samples: dict[str, list[float]] = {label: [] for label in calls}
     block = max(1, min(block, repeats))
     for _ in range(max(1, repeats // block)):
         for label, (fn, timer) in calls.items():
@@ -348,7 +348,7 @@ def machine_info() -> dict:
                         else os.cpu_count()),
         "platform": platform.platform(),
         "versions": versions,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,  # type: ignore[attr-defined]
         "blas": blas_info(),
         "env": {name: os.environ.get(name) for name in
                 ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
@@ -410,6 +410,8 @@ def _format_value(value: float, unit: str) -> str:
 def _format_ratio(row: Row) -> str:
     """"4.10x faster" / "1.52x slower" for speed targets, "0.31x its peak" for at-most ones."""
     ratio = row.ratio
+    if ratio is None:
+        return "not measured"
     if (row.target or GPU_SPEEDUP).kind == "faster":
         return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
     return f"{ratio:.2f}x its {'peak' if row.unit == 'B' else 'time'}"
