@@ -203,7 +203,9 @@ class Autoencoder:
         ``eps`` (S, n, k) is the reparameterisation noise. The gradients of every
         parameter are written into ``grads``: :meth:`gradient_buffers` (the training
         step's choice, overwritten by the next step) or ``{}`` (fresh arrays). Extra heads
-        and extra parameters, which the ELBO does not see, get zeros.
+        and extra parameters, which the ELBO does not see, get zeros. Returns ``(loss,
+        grads)``, the loss a float64 scalar on the backend (a 0-d CuPy array on "gpu"),
+        so that a training step reads nothing back from the device.
 
         Derivation: docs/derivations.md, "The whole chain".
         """
@@ -226,7 +228,10 @@ class Autoencoder:
 
         # Forward 4: analytic KL(q(z|x) || N(0, I)) ("KL divergence to N(0, I)").
         kl = losses.kl_std_normal(mu, logvar)
-        loss = (float(nll.sum()) / n_samples + beta * float(kl.sum())) / n
+        # A float64 scalar where the arrays live: no host read here (fit_loop reads it
+        # once per step together with its gradient check).
+        loss = (nll.sum().astype(np.float64) / n_samples
+                + beta * kl.sum().astype(np.float64)) / n
 
         # Backward 2: through the reparameterisation, dz -> (dmu, dlogvar).
         dmu, dlogvar = reparam_backward(dz_stacked.reshape(n_samples, n, k), logvar, eps,

@@ -222,7 +222,8 @@ class VAE(TransformerMixin, BaseEstimator):
         X = self._device_data(X)
         eps = (network.draw_eps(self._rng, self.n_samples, X.shape[0]) if eps is None
                else network.check_eps(eps, X.shape[0]))
-        return network.neg_elbo_and_grads(X, eps, {}, beta=float(self.beta))
+        loss, grads = network.neg_elbo_and_grads(X, eps, {}, beta=float(self.beta))
+        return float(loss), grads
 
     # ---- training --------------------------------------------------------------------------
 

@@ -611,7 +611,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
         Y = self._device_images(Y)
         eps = (self.network.draw_eps(self._rng, 1, Y.shape[0]) if eps is None
                else self.network.check_eps(eps, Y.shape[0], samples=False))
-        return self.network.neg_elbo_and_grads(Y, eps, {})
+        loss, grads = self.network.neg_elbo_and_grads(Y, eps, {})
+        return float(loss), grads
 
     # ---- training ------------------------------------------------------------------------
 
