@@ -331,9 +331,18 @@ def _cmd_gradcheck(args) -> int:
 
 # ---- bench -----------------------------------------------------------------------------
 def _cmd_bench(args) -> int:
+    if args.cold:
+        from .bench.cold import main as cold_main
+
+        return cold_main(out=args.out or "runs/bench-cold.json")
+    if args.scaling:
+        from .bench import scaling
+
+        sizes = scaling.QUICK() if args.quick else scaling.ScalingSizes()
+        return scaling.main(out=args.out or "runs/bench-scaling.json", sizes=sizes)
     from .bench.harness import main as bench_main
 
-    return bench_main(quick=args.quick, device=args.device, out=args.out)
+    return bench_main(quick=args.quick, device=args.device, out=args.out or "runs/bench.json")
 
 
 def _version() -> str:
@@ -446,7 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     b.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                    help="cpu: the target table; gpu: cuda kernels against cpu (needs CuPy)")
-    b.add_argument("--out", default="runs/bench.json", help="where to write the JSON table")
+    mode = b.add_mutually_exclusive_group()
+    mode.add_argument("--cold", action="store_true",
+                      help="first five calls of each kernel in fresh processes vs warm")
+    mode.add_argument("--scaling", action="store_true",
+                      help="GP fit/predict against n and the VAE step against batch, "
+                           "ours vs peers, with peak memory and a log-log PNG")
+    b.add_argument("--out", default=None,
+                   help="where to write the JSON (default runs/bench.json, "
+                        "runs/bench-cold.json or runs/bench-scaling.json; the PNG beside it)")
     b.set_defaults(func=_cmd_bench)
     return p
 

@@ -10,13 +10,15 @@ import contextlib
 import io
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from minivae import cli
 from minivae.backend import get_backend
-from minivae.bench import cases, harness, peers
+from minivae.bench import cases, harness, peer_cases, peers
 from minivae.errors import DeviceUnavailableError
 from minivae.files import write_json
 
@@ -33,17 +35,30 @@ TINY_SIM = {**TINY, "rbf_n": 6, "rbf_dims": (2,), "lml_n": 6, "lml_d": 2, "contr
 CPU_CASES = [
     "RBF K(X,X) n=24 d=2 f64 vs sklearn",
     "RBF K(X,X) n=24 d=2 f64 vs np.full",
+    "RBF K(X,X) n=24 d=2 f64 vs JAX jit",
     "RBF K(X,X) n=24 d=5 f64 vs sklearn",
     "RBF K(X,X) n=24 d=5 f64 vs np.full",
+    "RBF K(X,X) n=24 d=5 f64 vs JAX jit",
     "GP LML+grad ARD n=20 d=3 time",
+    "GP LML+grad ARD n=20 d=3 vs JAX jit",
+    "GP LML+grad ARD n=20 d=3 vs GPyTorch",
     "GP LML+grad ARD n=20 d=3 peak memory",
     "GP predict mean+std 20 train 11 test",
+    "GP predict mean+std 20 train 11 test vs its floor",
+    "GP predict mean+std 20 train 11 test vs JAX jit",
+    "GP predict mean+std 20 train 11 test vs GPyTorch",
     "VAE step 12-6-2 b=5 f32 vs torch CPU",
     "VAE step 12-6-2 b=5 f32 vs its 6 matmuls",
+    "VAE step 12-6-2 b=5 f32 vs JAX jit",
     "reparam fwd+bwd 7x3 f32",
+    "reparam fwd+bwd 7x3 f32 vs JAX jit",
     "Adam step 33 f32",
+    "Adam step 33 f32 vs JAX jit",
 ]
 TORCH_CASE = "VAE step 12-6-2 b=5 f32 vs torch CPU"
+# Each peer row and the module whose absence skips it.
+PEER_CASES = {TORCH_CASE: "torch", **{case: "jax" for case in CPU_CASES if "JAX" in case},
+              **{case: "gpytorch" for case in CPU_CASES if "GPyTorch" in case}}
 
 
 def _run_tiny(folder, isolate=False):
@@ -73,7 +88,11 @@ def _check_measured_row(row, repeats):
         assert row["ours_stats"]["n"] == row["baseline_stats"]["n"] == repeats
     ours, baseline = row["ours_stats"]["median"], row["baseline_stats"]["median"]
     target = row["target"]
-    if target["kind"] == "faster":
+    if target is None:  # a side-by-side row without a target: the speedup, no verdict
+        assert row["ratio_definition"] == "baseline / ours"
+        assert row["ratio"] == pytest.approx(baseline / ours, rel=1e-12)
+        assert row["met"] is None
+    elif target["kind"] == "faster":
         assert row["ratio_definition"] == "baseline / ours"
         assert row["ratio"] == pytest.approx(baseline / ours, rel=1e-12)
         assert row["met"] == (row["ratio"] >= target["factor"])
@@ -91,14 +110,15 @@ def test_tiny_run_writes_every_row(tiny_run):
     assert [row["case"] for row in result["rows"]] == CPU_CASES
     for row in result["rows"]:
         if row["skipped"]:
-            assert row["case"] == TORCH_CASE
+            assert PEER_CASES[row["case"]] in row["skipped"]
             assert row["ours_stats"] is None and row["ratio"] is None and row["met"] is None
             continue
         repeats = TINY["repeats_slow"] if row["case"].startswith("GP") else (
             TINY["repeats_medium"] if row["case"].startswith("RBF") else TINY["repeats_fast"])
         _check_measured_row(row, repeats)
     summary = result["summary"]
-    assert summary["met"] + summary["not_met"] + summary["skipped"] == len(CPU_CASES)
+    assert (summary["met"] + summary["not_met"] + summary["skipped"] + summary["no_target"]
+            == len(CPU_CASES))
     memory = [row for row in result["rows"] if row["unit"] == "B"]
     assert [row["case"] for row in memory] == ["GP LML+grad ARD n=20 d=3 peak memory"]
     for case in CPU_CASES:
@@ -130,8 +150,50 @@ def test_torch_row_skipped_with_a_note_when_torch_is_missing(tmp_path, monkeypat
     (torch_row,) = [row for row in result["rows"] if row["case"] == TORCH_CASE]
     assert "torch is not installed" in torch_row["skipped"]
     assert torch_row["met"] is None
-    assert result["summary"]["skipped"] == 1
+    assert sum((row["skipped"] or "").startswith("torch is not installed")
+               for row in result["rows"]) == 1
     assert "skipped:" in printed and "torch is not installed" in printed
+
+
+def test_every_peer_row_skipped_with_one_line_when_no_peer_is_installed(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(peers, "_import", lambda name: None)
+    status, result, printed = _run_tiny(tmp_path)
+    assert status == 0
+    skipped = {row["case"]: row["skipped"] for row in result["rows"] if row["skipped"]}
+    assert set(skipped) == set(PEER_CASES)
+    for case, line in skipped.items():
+        assert f"{PEER_CASES[case]} is not installed" in line and ".[peers]" in line
+        assert f"  {case}: {line}" in printed
+    assert result["summary"]["skipped"] == len(PEER_CASES)
+
+
+@pytest.mark.parametrize("name", ["jax", "gpytorch"])
+def test_peer_rows_measured_when_the_peer_is_present(tiny_run, name):
+    pytest.importorskip(name)
+    _, result, _ = tiny_run
+    rows = [row for row in result["rows"] if PEER_CASES.get(row["case"]) == name]
+    assert rows
+    for row in rows:
+        assert row["skipped"] is None and name in row["baseline"]
+        assert row["baseline_stats"]["n"] >= 2
+
+
+def test_the_library_never_imports_a_peer():
+    code = ("import sys, minivae, minivae.bench.cases, minivae.bench.harness, "
+            "minivae.bench.peer_cases; "
+            "print(sorted(m for m in ('jax', 'gpytorch', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_check_close_names_the_value_that_differs():
+    peer_cases.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-9], rtol=1e-6)
+    with pytest.raises(AssertionError, match="JAX LML: the peer's value differs"):
+        peer_cases.check_close("JAX LML", [1.0], [1.001], rtol=1e-6)
+    with pytest.raises(AssertionError, match="differs"):
+        peer_cases.check_close("shape", [1.0, 2.0], [1.0], rtol=1e-6)
 
 
 def test_torch_row_measured_when_torch_is_present(tiny_run):

@@ -14,8 +14,23 @@ import numpy as np
 
 from ..backend import Backend, get_backend
 from ..kernels.threads import pinned_threads
-from . import peers
+from . import peer_cases, peers
 from .harness import Group, Row, Sizes, Target, wall_timer
+
+
+def _add_peer(calls: dict, rows: list, row: Row, name: str, build: Callable) -> None:
+    """Add the row of peer ``name`` against ``calls["ours"]`` (timed under the label
+    ``name``), or the row skipped when the peer is absent.
+
+    ``build(module)`` returns the peer's callable after checking its value against ours.
+    """
+    module = {"jax": peers.import_jax, "gpytorch": peers.import_gpytorch}[name]()
+    if module is None:
+        row.skipped = peers.missing(name)
+    else:
+        calls[name] = (build(module), wall_timer)
+        row.baseline += f" ({name} {module.__version__})"
+    rows.append((row, "ours", name))
 
 
 def _rbf_group(sizes: Sizes, d: int) -> Group:
@@ -43,6 +58,12 @@ def _rbf_group(sizes: Sizes, d: int) -> Group:
              Target("at_most", 2.5, "<= 2.5x its time")),
          "ours", "fill"),
     ]
+    ours = rbf_matrix(X, None, lengthscale, 1.0, impl="cpu")
+    _add_peer(calls, rows, Row(f"{case} vs JAX jit", "rbf_matrix(impl='cpu')",
+                               "jax.jit of the fused exp(-|x-x'|^2/2l^2), x64",
+                               Target("faster", 2.0, ">= 2x faster")),
+              "jax",
+              lambda jax: peer_cases.jax_rbf_fn(jax, X, lengthscale, 1.0, ours))
     return Group(f"RBF kernel matrix n={n} d={d}", calls, rows, sizes.repeats_medium)
 
 
@@ -94,6 +115,19 @@ def _gp_lml_group(sizes: Sizes) -> Group:
     rows = [(Row(f"{case} time", ours_label, sklearn_label,
                  Target("faster", 3.0, ">= 3x faster")),
              "ours", "sklearn")]
+    X, y = ours.X_train_, np.asarray(ours.y_train_, dtype=np.float64).reshape(-1)
+    value = ours.log_marginal_likelihood(theta, eval_gradient=True)
+    _add_peer(calls, rows, Row(f"{case} vs JAX jit", ours_label,
+                               "jax.jit(jax.value_and_grad(lml)), Cholesky, x64",
+                               Target("faster", 3.0, ">= 3x faster")),
+              "jax",
+              lambda jax: peer_cases.jax_lml_fn(jax, X, y, theta, value))
+    _add_peer(calls, rows, Row(f"{case} vs GPyTorch", ours_label,
+                               "ExactMarginalLogLikelihood + backward(), float64, Cholesky",
+                               Target("faster", 3.0, ">= 3x faster")),
+              "gpytorch",
+              lambda gpytorch: peer_cases.gpytorch_lml_fn(peers.import_torch(), gpytorch,
+                                                          X, y, theta, value))
     memory_rows = [(Row(f"{case} peak memory", ours_label, sklearn_label,
                         Target("at_most", 0.2, "<= 1/5 its peak"), unit="B"),
                     "ours", "sklearn")]
@@ -111,13 +145,44 @@ def _gp_predict_group(sizes: Sizes) -> Group:
         "ours": (lambda: ours.predict(X_test, return_std=True), wall_timer),
         "sklearn": (lambda: theirs.predict(X_test, return_std=True), wall_timer),
     }
-    rows = [(Row(f"GP predict mean+std {n} train {m} test",
-                 "GPRegressor.predict(return_std=True)",
-                 "GaussianProcessRegressor.predict(return_std=True)",
+    case, ours_label = f"GP predict mean+std {n} train {m} test", "GPRegressor.predict(return_std=True)"
+    calls["floor"] = (_predict_floor_fn(ours.factor_, m), wall_timer)
+    rows = [(Row(case, ours_label, "GaussianProcessRegressor.predict(return_std=True)",
                  Target("faster", 2.0, ">= 2x faster")),
-             "ours", "sklearn")]
+             "ours", "sklearn"),
+            (Row(f"{case} vs its floor", ours_label,
+                 "writing K(X*, X) once (np.full) + the triangular solve L \\ K(X, X*)",
+                 Target("at_most", 1.25, "<= 1.25x its time")),
+             "ours", "floor")]
+    expected = ours.predict(X_test, return_std=True)
+    X_fit, y_fit = ours.X_train_, np.asarray(ours.y_train_, dtype=np.float64).reshape(-1)
+    theta = ours.theta_
+    _add_peer(calls, rows, Row(f"{case} vs JAX jit", ours_label,
+                               "jax.jit of K*, K* alpha, L \\ K*^T, x64 (L, alpha from fit)",
+                               Target("faster", 1.0, "not slower")),
+              "jax",
+              lambda jax: peer_cases.jax_predict_fn(jax, X_fit, y_fit, X_test, theta, expected))
+    _add_peer(calls, rows, Row(f"{case} vs GPyTorch", ours_label,
+                               "ExactGP eval posterior mean + variance, float64, exact",
+                               Target("faster", 1.0, "not slower")),
+              "gpytorch",
+              lambda gpytorch: peer_cases.gpytorch_predict_fn(
+                  peers.import_torch(), gpytorch, X_fit, y_fit, X_test, theta, expected))
     return Group(f"GP predict mean + std, {n} train / {m} test", calls, rows,
                  sizes.repeats_slow)
+
+
+def _predict_floor_fn(factor, m: int) -> Callable:
+    """The floor of predict with the standard deviation: K(X*, X) written once into a
+    fresh (m, n) array, then ``L \\ K(X, X*)`` in its memory, as predict solves it."""
+    from ..backend import solve_lower
+
+    n = factor.L.shape[0]
+
+    def floor():
+        return solve_lower(factor.L, np.full((m, n), 1.0).T, factor.backend)
+
+    return floor
 
 
 def _vae_step_fn(backend: Backend, sizes: Sizes, data: np.ndarray) -> Callable:
@@ -170,6 +235,19 @@ def _torch_vae_step_fn(torch, sizes: Sizes, data: np.ndarray) -> Callable:
         optimizer.step()
 
     return step
+
+
+def _jax_vae_step_fn(jax, sizes: Sizes, data: np.ndarray) -> Callable:
+    """JAX's step from the same initial parameters, its loss checked against ours."""
+    from ..vae import VAE
+
+    D, H, K = sizes.vae_layers
+    vae = VAE(D, K, hidden=(H,), likelihood="bernoulli", dtype="float32", seed=0)
+
+    def ours_loss(eps):
+        return vae.network.neg_elbo_and_grads(data, eps[None], {})[0]
+
+    return peer_cases.jax_vae_step_fn(jax, vae.get_state()[0], data, ours_loss)
 
 
 def _six_matmuls_fn(sizes: Sizes, data: np.ndarray) -> Callable:
@@ -230,6 +308,10 @@ def _vae_group(sizes: Sizes) -> Group:
              Target("at_most", 1.5, "<= 1.5x their time")),
          "ours", "matmuls"),
     ]
+    _add_peer(calls, rows, Row(f"{case} vs JAX jit", ours,
+                               "one jax.jit of noise + loss + value_and_grad + Adam, "
+                               "buffers donated", Target("faster", 1.25, ">= 1.25x faster")),
+              "jax", functools.partial(_jax_vae_step_fn, sizes=sizes, data=data))
     # Our step runs as fit() runs it: the calling thread and Numba's workers pinned to
     # distinct CPUs (minivae.kernels.threads); the baselines run as NumPy and PyTorch run.
     return Group(f"VAE training step {D}-{H}-{K}, batch {batch}", calls, rows,
@@ -258,6 +340,8 @@ def _reparam_fn(impl: str, mu, logvar, eps, dz) -> Callable:
 
 def _reparam_group(sizes: Sizes) -> Group:
     """The cpu kernels against the plain NumPy expressions."""
+    from ..kernels import reparam_backward, reparam_forward
+
     n, k = sizes.reparam_shape
     inputs = _reparam_inputs(np.asarray, sizes)
     calls = {
@@ -268,6 +352,13 @@ def _reparam_group(sizes: Sizes) -> Group:
                  "the plain NumPy expressions (impl='reference')",
                  Target("faster", 2.0, ">= 2x faster")),
              "ours", "numpy")]
+    mu, logvar, eps, dz = inputs
+    expected = (reparam_forward(mu, logvar, eps, impl="cpu"),
+                *reparam_backward(dz, logvar, eps, impl="cpu"))
+    _add_peer(calls, rows, Row(f"reparam fwd+bwd {n}x{k} f32 vs JAX jit",
+                               "reparam_forward + reparam_backward (impl='cpu')",
+                               "one jax.jit of z, dmu, dlogvar", None),
+              "jax", lambda jax: peer_cases.jax_reparam_fn(jax, *inputs, expected))
     return Group(f"reparameterisation forward + backward {n}x{k}", calls, rows,
                  sizes.repeats_fast)
 
@@ -320,6 +411,11 @@ def _adam_group(sizes: Sizes) -> Group:
                  "the plain NumPy update (textbook Adam, no subnormal flush)",
                  Target("faster", 3.0, ">= 3x faster")),
              "ours", "numpy")]
+    rng = np.random.default_rng(0)
+    param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
+    _add_peer(calls, rows, Row(f"Adam step {n:,} f32 vs JAX jit", "adam_step(impl='cpu')",
+                               "jax.jit Adam, parameters and moments donated", None),
+              "jax", lambda jax: peer_cases.jax_adam_fn(jax, param, grad))
     return Group(f"Adam step over {n:,} float32 parameters", calls, rows, sizes.repeats_fast)
 
 

@@ -339,8 +339,8 @@ def machine_info() -> dict:
         versions["scikit-learn"] = sklearn.__version__
     except ImportError:
         versions["scikit-learn"] = None
-    torch = peers.import_torch()
-    versions["torch"] = None if torch is None else torch.__version__
+    for name in ("torch", "jax", "jaxlib", "gpytorch"):
+        versions[name] = peers.version(name)
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -602,6 +602,7 @@ def run(builders: list, sizes: Sizes, mode: str, device: str, device_name, out,
             "met": sum(row.met is True for row in rows),
             "not_met": sum(row.met is False for row in rows),
             "skipped": sum(row.skipped is not None for row in rows),
+            "no_target": sum(row.skipped is None and row.target is None for row in rows),
         },
     }
     write_json(out, result)

@@ -1,0 +1,60 @@
+"""`minivae bench --scaling` and `--cold` on tiny sizes: every point measured, the JSON and
+the PNG written, the memory probe counting what a call touches. No timing is asserted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minivae import cli
+from minivae.bench import cold, scaling
+
+TINY = scaling.ScalingSizes(gp_n=(20, 40), peer_max_n=20, vae_batch=(4, 8),
+                            vae_layers=(12, 6, 2), repeats_gp=2, repeats_vae=2)
+
+
+def test_scaling_writes_every_point_and_the_figure(tmp_path, capsys):
+    out = tmp_path / "s" / "scaling.json"
+    assert scaling.main(out=out, sizes=TINY, isolate=False) == 0
+    result = json.loads(out.read_text())
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(png.parent.glob(".*.tmp"))
+    curves = result["curves"]
+    assert set(curves) == {"fit", "predict", "vae"}
+    for curve, sizes in (("fit", TINY.gp_n), ("predict", TINY.gp_n), ("vae", TINY.vae_batch)):
+        assert [point["size"] for point in curves[curve]] == list(sizes)
+        for point in curves[curve]:
+            libraries = scaling.available(curve)
+            if curve != "vae" and point["size"] > TINY.peer_max_n:
+                libraries = ("minivae",)
+            assert set(point["seconds"]) == set(point["peak_bytes"]) == set(libraries)
+            assert all(seconds > 0 for seconds in point["seconds"].values())
+    assert "load average" in capsys.readouterr().out
+
+
+def test_peak_rss_counts_the_pages_a_call_touches():
+    size = 64 * 2**20
+    peak = scaling.peak_rss_bytes(lambda: np.ones(size // 8).sum())
+    if peak is None:
+        pytest.skip("/proc/self/clear_refs cannot reset the high-water mark here")
+    assert 0.9 * size <= peak <= 2 * size
+    assert scaling.peak_rss_bytes(lambda: None) < size / 8
+
+
+def test_cold_measures_fresh_processes(tmp_path, capsys):
+    out = tmp_path / "cold.json"
+    assert cold.main(out=out, repeats=1, kernels=["adam_step 1M f32"], warm_calls=3) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["kernel"], row["setting"]) for row in rows] == [
+        ("adam_step 1M f32", "default"), ("adam_step 1M f32", "heap kept")]
+    for row in rows:
+        assert len(row["first_calls_s"]) == cold.FIRST_CALLS and row["warm_median_s"] > 0
+        assert row["worst_ratio"] == pytest.approx(max(row["first_calls_s"][1:])
+                                                   / row["warm_median_s"])
+    assert "worst 2-5 / warm" in capsys.readouterr().out
+
+
+def test_cli_scaling_and_cold_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--cold", "--scaling"])
