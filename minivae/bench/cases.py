@@ -358,7 +358,7 @@ def _reparam_group(sizes: Sizes) -> Group:
     _add_peer(calls, rows, Row(f"reparam fwd+bwd {n}x{k} f32 vs JAX jit",
                                "reparam_forward + reparam_backward (impl='cpu')",
                                "one jax.jit of z, dmu, dlogvar", None),
-              "jax", lambda jax: peer_cases.jax_reparam_fn(jax, *inputs, expected))
+              "jax", lambda jax: peer_cases.jax_reparam_fn(jax, mu, logvar, eps, dz, expected))
     return Group(f"reparameterisation forward + backward {n}x{k}", calls, rows,
                  sizes.repeats_fast)
 

@@ -116,7 +116,8 @@ def measure(kernels=None, repeats: int = 3, warm_calls: int = WARM_CALLS) -> lis
     calls = FIRST_CALLS + warm_calls
     for name in kernels:  # fill Numba's cache, so that no measured process compiles
         _run_child(name, {}, 1)
-    samples = {(name, setting): [] for name in kernels for setting in SETTINGS}
+    samples: dict[tuple[str, str], list] = {(name, setting): [] for name in kernels
+                                            for setting in SETTINGS}
     for _ in range(repeats):
         for name in kernels:
             for setting, env in SETTINGS.items():
