@@ -219,7 +219,8 @@ def run_demo(out_dir="runs/demo", progress=True, quick=False):
 
 # ---- train gp --------------------------------------------------------------------------
 def _cmd_train_gp(args) -> int:
-    result = fit_gp_csv(args.data, args.out, ard=args.ard, n_restarts=args.restarts, seed=args.seed)
+    result = fit_gp_csv(args.data, args.out, ard=args.ard, n_restarts=args.restarts, seed=args.seed,
+                        device=args.device)
     print(json.dumps(result, indent=2, default=float))
     return 0
 
@@ -277,6 +278,7 @@ def _cmd_train_var(args) -> int:
         latent=args.latent,
         seed=args.seed,
         progress=not args.no_progress,
+        device=args.device,
     )
     _print_metrics(result)
     print(f"wrote {args.out}/")
@@ -284,7 +286,7 @@ def _cmd_train_var(args) -> int:
 
 
 def train_var(data="sequences", out_dir="runs/var", epochs=None,
-                  mode="interpolation", latent=8, seed=0, progress=True):
+              mode="interpolation", latent=8, seed=0, progress=True, device="cpu"):
     """``minivae train var``: train VAR on a data set's anchors and write its report.
 
     Parameters
@@ -303,6 +305,8 @@ def train_var(data="sequences", out_dir="runs/var", epochs=None,
         Latent dimension.
     seed : int, default 0
     progress : bool, default True
+    device : {"cpu", "gpu", "cuda-sim"}, default "cpu"
+        Where VAR runs.
 
     Returns
     -------
@@ -315,7 +319,8 @@ def train_var(data="sequences", out_dir="runs/var", epochs=None,
 
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     return run_experiment(load_data(data), mode, methods=("var",), seed=seed, epochs=epochs,
-                          out_dir=out_dir, progress=progress, settings={"latent_dim": latent})
+                          out_dir=out_dir, progress=progress,
+                          settings={"latent_dim": latent, "device": device})
 
 
 # ---- gradcheck -------------------------------------------------------------------------
@@ -421,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--ard", action="store_true", help="one lengthscale per input column")
     tg.add_argument("--restarts", type=_count, default=2, help="random restarts of the optimiser")
     tg.add_argument("--seed", type=_count, default=0, help="seed of the restarts")
+    tg.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"],
+                    help="where the model runs")
     tg.add_argument("--out", default="runs/gp", help="output folder")
     tg.set_defaults(func=_cmd_train_gp)
 
@@ -436,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which frames are held out")
     tr.add_argument("--latent", type=_positive_int, default=8, help="latent dimension")
     tr.add_argument("--seed", type=_count, default=0, help="model seed")
+    tr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda-sim"],
+                    help="where the model runs")
     tr.add_argument("--out", default="runs/var", help="output folder")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train_var)

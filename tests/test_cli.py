@@ -155,3 +155,10 @@ def test_license_and_py_typed_ship_with_the_package():
     package = Path(minivae.__file__).parent
     assert (package / "py.typed").is_file()
     assert "MIT License" in (package.parent / "LICENSE").read_text()
+
+
+def test_train_gp_and_var_take_a_device():
+    parser = cli.build_parser()
+    for command in (["train", "gp", "--data", "x.csv"], ["train", "var"]):
+        assert parser.parse_args(command).device == "cpu"
+        assert parser.parse_args([*command, "--device", "cuda-sim"]).device == "cuda-sim"
