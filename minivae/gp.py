@@ -519,6 +519,22 @@ def _check_positive(value, name: str, allow_zero: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
+def _bound_problems(theta, log_bounds) -> list[str]:
+    """The hyperparameters of an optimum that lie on a bound signalling a scale problem.
+
+    A variance on either bound, a lengthscale on its lower bound or the noise on its upper
+    bound mean the data's scale is outside the bounds. A noise variance on its lower bound
+    (nearly noise-free data) and a lengthscale on its upper bound (an irrelevant feature
+    under ARD) are ordinary optima and are not listed.
+    """
+    p = theta.size - 2
+    low = np.isclose(theta, log_bounds[:, 0], rtol=0, atol=1e-6)
+    high = np.isclose(theta, log_bounds[:, 1], rtol=0, atol=1e-6)
+    names = [f"lengthscale {k}" for k in range(p)] + ["variance", "noise"]
+    return [f"{names[k]} at its {'lower' if low[k] else 'upper'} bound {np.exp(theta[k]):.3g}"
+            for k in range(theta.size) if (low[k] and k != p + 1) or (high[k] and p <= k)]
+
+
 class GPRegressor(RegressorMixin, BaseEstimator):
     """Exact Gaussian-process regression with an RBF kernel, fitted by Cholesky.
 
@@ -537,8 +553,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     optimize : bool, default True
         Maximise the log marginal likelihood over the hyperparameters in ``fit``.
     n_restarts : int, default 0
-        Extra L-BFGS-B runs from starts drawn uniformly (in log space) within the bounds,
-        beyond the two deterministic starts of :meth:`fit`.
+        Extra L-BFGS-B runs from starts drawn uniformly (in log space) within the bounds.
     bounds : None, (low, high) or (p + 2, 2) array-like
         Bounds for the optimiser in natural units, in theta's order (lengthscale(s),
         variance, noise); one pair applies to all. Default ``(1e-5, 1e5)`` for each,
@@ -672,9 +687,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         """Fit to inputs ``X`` (n, d) and targets ``y`` (n,) or (n, t).
 
         With ``optimize=True`` the hyperparameters maximise the log marginal likelihood
-        (L-BFGS-B on theta with the analytic gradient, from the initial values, from the
-        initial values with the noise raised to the signal variance, and from
-        ``n_restarts`` random starts; the best run wins).
+        (L-BFGS-B on theta with the analytic gradient, from the initial values and from
+        ``n_restarts`` random starts; the best run wins; when it ends on a bound that
+        signals a scale problem, once more from the initial values with the noise raised
+        to the signal variance).
 
         Returns
         -------
@@ -757,50 +773,36 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 )
             return -lml, -dtheta
 
-        # A second deterministic start with the noise raised to the signal variance: from a
-        # small initial noise L-BFGS-B can slide into the local optimum that explains the
-        # targets as white noise (lengthscale -> its lower bound, predictions -> the mean).
-        noisy = theta0.copy()
-        noisy[-1] = np.clip(max(theta0[-1], theta0[-2]), *log_bounds[-1])
-        starts = [theta0] + ([noisy] if noisy[-1] != theta0[-1] else []) + [
+        starts = [theta0] + [
             self._rng.uniform(log_bounds[:, 0], log_bounds[:, 1]) for _ in range(self.n_restarts)
         ]
-        best_theta, best_value = np.asarray(theta0), np.inf
         # Tolerances tighter than SciPy's defaults: the analytic gradient is exact to
         # round-off, so the optimiser can stop much closer to the optimum.
-        for start in starts:
-            result = minimize(negative_lml, start, jac=True, method="L-BFGS-B",
-                              bounds=log_bounds, options={"ftol": 1e-12, "gtol": 1e-8})
-            if result.fun < best_value or not np.isfinite(best_value):
-                best_theta, best_value = result.x, result.fun
+        options = {"ftol": 1e-12, "gtol": 1e-8}
+        best = min((minimize(negative_lml, start, jac=True, method="L-BFGS-B",
+                             bounds=log_bounds, options=options) for start in starts),
+                   key=lambda result: result.fun if np.isfinite(result.fun) else np.inf)
+        problems = _bound_problems(best.x, log_bounds)
+        # From a small initial noise L-BFGS-B can slide into the optimum that explains the
+        # targets as white noise (lengthscale on its lower bound, predictions the mean):
+        # then one more start, the initial values with the noise raised to the variance.
+        noisy = theta0.copy()
+        noisy[-1] = np.clip(max(theta0[-1], theta0[-2]), *log_bounds[-1])
+        if problems and noisy[-1] != theta0[-1]:
+            retry = minimize(negative_lml, noisy, jac=True, method="L-BFGS-B",
+                             bounds=log_bounds, options=options)
+            if retry.fun < best.fun:
+                best, problems = retry, _bound_problems(retry.x, log_bounds)
         self._warn_jitter_summary(jitters)
-        self._warn_at_bounds(best_theta, log_bounds)
-        return best_theta
-
-    def _warn_at_bounds(self, theta, log_bounds) -> None:
-        """ConvergenceWarning if the optimum lies on a bound that signals a scale problem.
-
-        A variance on either bound, a lengthscale on its lower bound or the noise on its
-        upper bound mean the data's scale is outside the bounds. A noise variance on its
-        lower bound (nearly noise-free data) and a lengthscale on its upper bound (an
-        irrelevant feature under ARD) are ordinary optima and are not reported.
-        """
-        p = theta.size - 2
-        low = np.isclose(theta, log_bounds[:, 0], rtol=0, atol=1e-6)
-        high = np.isclose(theta, log_bounds[:, 1], rtol=0, atol=1e-6)
-        names = [f"lengthscale {k}" for k in range(p)] + ["variance", "noise"]
-        flagged = [f"{names[k]} at its {'lower' if low[k] else 'upper'} bound "
-                   f"{np.exp(theta[k]):.3g}"
-                   for k in range(theta.size)
-                   if (low[k] and k != p + 1) or (high[k] and p <= k)]
-        if flagged:
+        if problems:
             warnings.warn(
-                f"hyperparameter optimisation ended with {', '.join(flagged)}: the data's scale "
-                "lies outside the bounds; rescale y or use normalize_y=True, rescale X (e.g. "
-                "with StandardScaler), or widen the bounds",
+                f"hyperparameter optimisation ended with {', '.join(problems)}: the data's "
+                "scale lies outside the bounds; rescale y or use normalize_y=True, rescale X "
+                "(e.g. with StandardScaler), or widen the bounds",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
+        return best.x
 
     def _warn_jitter_summary(self, jitters) -> None:
         """One :class:`JitterWarning` for all the optimiser's evaluations that needed jitter.
