@@ -65,7 +65,8 @@ def _check_lengthscale(lengthscale, d, dtype):
     return ls
 
 
-def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None):
+def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
+                         out=None):
     """Kernel matrix K(X, Y), plain NumPy (the specification).
 
     Parameters
@@ -78,10 +79,14 @@ def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, a
         One number (a NumPy scalar or a 0-d array is taken too).
     amp_x : (n,) array or None
     amp_y : (m,) array or None
+    out : (n, m) array or None
+        Where to write K: C-contiguous, writeable, of K's dtype, sharing no memory with
+        X or Y (see :func:`rbf_matrix`); None allocates a new array.
 
     Returns
     -------
-    K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64)
+    K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64);
+        ``out`` itself when given.
     """
     X = np.asarray(X)
     _check_real(X, "X")
@@ -99,7 +104,10 @@ def rbf_matrix_reference(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, a
         K = K * np.asarray(amp_x)[:, None]
     if amp_y is not None:
         K = K * np.asarray(amp_y)[None, :]
-    return K.astype(X.dtype, copy=False)
+    if out is None:
+        return K.astype(X.dtype, copy=False)
+    _check_out(out, K.shape, X.dtype, (X, Y))[...] = K
+    return out
 
 
 def rbf_grad_contract_reference(W, X, lengthscale=1.0, variance=1.0, amp=None):
@@ -177,6 +185,34 @@ def _check_points(X, name):
             f"{name} has {int((~finite).sum())} non-finite values (first at row "
             f"{int(bad_rows[0])}); remove or impute them"
         )
+
+
+def _check_out(out, shape, dtype, inputs, xp=np):
+    """``out`` if it can hold K(X, Y) as every implementation writes it, else ValueError:
+    an array of ``xp``, of ``shape`` and ``dtype``, C-contiguous, writeable, and sharing
+    no memory with ``inputs`` (the kernels read the points while they write K)."""
+    if not isinstance(out, xp.ndarray):
+        raise ValueError(
+            f"out is a {type(out).__name__}; it must be a {xp.__name__} array of shape "
+            f"{shape} and dtype {dtype}, e.g. {xp.__name__}.empty({shape}, {dtype.name!r})"
+        )
+    problems = []
+    if out.shape != tuple(shape):
+        problems.append(f"shape {out.shape}, not {tuple(shape)}")
+    if out.dtype != dtype:
+        problems.append(f"dtype {out.dtype}, not {dtype}")
+    if not out.flags.c_contiguous:
+        problems.append("memory that is not C-contiguous")
+    if not out.flags.writeable:
+        problems.append("read-only memory")
+    if any(xp.may_share_memory(out, x) for x in inputs):
+        problems.append("memory shared with the points")
+    if problems:
+        raise ValueError(
+            f"out has {', '.join(problems)}; pass a new {xp.__name__}.empty({tuple(shape)}, "
+            f"{dtype.name!r}) or an array of that shape, dtype and memory order"
+        )
+    return out
 
 
 def _check_amp(amp, n, name, dtype, xp=np):
@@ -446,13 +482,16 @@ def _tiles(n, m, symmetric, norm_x, norm_y):
     return tile_i.astype(np.int64), tile_j.astype(np.int64), bound > -EXP_MIN, sqnorm_bound
 
 
-def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y):
+def _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y, out):
     X, Y, symmetric, ls, variance, amp_x, amp_y = _prepare_matrix(
         X, Y, lengthscale, variance, amp_x, amp_y
     )
     n, d = X.shape
     m = Y.shape[0]
-    out = np.empty((n, m), dtype=X.dtype)
+    if out is None:
+        out = np.empty((n, m), dtype=X.dtype)
+    else:
+        _check_out(out, (n, m), X.dtype, (X, Y))
     if n == 0 or m == 0:
         return out
     Xs, Ys = _scaled_points(X, None if symmetric else Y, ls)
@@ -691,7 +730,7 @@ def _cuda_kernels(dtype):
     return _CUDA[key]
 
 
-def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
+def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y, out):
     xp = _array_module(X)
     X, Y, symmetric, ls, variance, amp_x, amp_y = _prepare_matrix(
         X, Y, lengthscale, variance, amp_x, amp_y, xp
@@ -700,7 +739,10 @@ def _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y):
     n, m = X.shape[0], Y.shape[0]
     inv_ls = xp.asarray(np.ones(X.shape[1]) / ls, dtype=dtype)
     ones = xp.ones(max(n, m), dtype=dtype)
-    out = xp.empty((n, m), dtype=dtype)
+    if out is None:
+        out = xp.empty((n, m), dtype=dtype)
+    else:
+        _check_out(out, (n, m), dtype, (X, Y), xp)
     if n == 0 or m == 0:
         return out
     matrix_kernel, _ = _cuda_kernels(dtype)
@@ -736,7 +778,8 @@ def _rbf_grad_contract_cuda(W, X, lengthscale, variance, amp):
     return dtheta, None if amp is None else (0.5 * damp).astype(dtype)
 
 
-def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None, impl="cpu"):
+def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None, impl="cpu",
+               out=None):
     """Kernel matrix K(X, Y); see :func:`rbf_matrix_reference` for the other parameters.
 
     Parameters
@@ -745,25 +788,32 @@ def rbf_matrix(X, Y=None, lengthscale=1.0, variance=1.0, amp_x=None, amp_y=None,
         ``"cpu"``: Numba, NumPy arrays (float32 inputs are computed in float64 and rounded
         once); ``"cuda"``: Numba-CUDA, CuPy arrays on the GPU (on CuPy's current stream) or
         NumPy arrays under the CUDA simulator; ``"reference"``: plain NumPy.
+    out : (n, m) array or None
+        Where to write K, e.g. one workspace reused across calls of the same size: a
+        C-contiguous, writeable array of K's dtype (a CuPy array for CuPy points), sharing
+        no memory with X or Y. A fresh n x m output costs a first touch of every page
+        (the kernel zeroes them; on a virtual machine the host may back them too); a
+        reused one does not. None allocates a new array.
 
     Returns
     -------
     K : (n, m) array, dtype of X (float64 for X of any dtype but float32 and float64);
-        with Y None, exactly symmetric for ``"cpu"``.
+        with Y None, exactly symmetric for ``"cpu"``. ``out`` itself when given.
 
     Raises
     ------
     ValueError
         X or Y not 2-D or (NumPy arrays) not finite, column counts that differ, a lengthscale that is not
         positive or has neither 1 nor d values, a variance that is not one number,
-        amplitudes of the wrong length, an unknown ``impl``.
+        amplitudes of the wrong length, an ``out`` of the wrong shape, dtype or memory
+        order, an unknown ``impl``.
     """
     if impl == "reference":
-        return rbf_matrix_reference(X, Y, lengthscale, variance, amp_x, amp_y)
+        return rbf_matrix_reference(X, Y, lengthscale, variance, amp_x, amp_y, out)
     if impl == "cpu":
-        return _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y)
+        return _rbf_matrix_cpu(X, Y, lengthscale, variance, amp_x, amp_y, out)
     if impl == "cuda":
-        return _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y)
+        return _rbf_matrix_cuda(X, Y, lengthscale, variance, amp_x, amp_y, out)
     raise ValueError(f"impl={impl!r} is not one of 'reference', 'cpu', 'cuda'")
 
 

@@ -127,7 +127,7 @@ def _amplitude_pair(xp, X, X_test, amp, amp_test):
 
 
 def factorise(X, theta: ArrayLike, amplitudes=None, backend: Backend | str | None = None, *,
-              warn: bool = True) -> Factor:
+              warn: bool = True, out=None) -> Factor:
     """Factorise ``K(X, X) + noise I`` at ``theta`` (Algorithm 2.1, line 2).
 
     Parameters
@@ -142,6 +142,8 @@ def factorise(X, theta: ArrayLike, amplitudes=None, backend: Backend | str | Non
         Default ``"cpu"``.
     warn : bool, default True
         Report added jitter as a :class:`JitterWarning`.
+    out : (n, n) C-ordered array on ``backend`` or None
+        Memory for K (on the host L is formed in it); reused, it saves a new n x n array.
 
     Returns
     -------
@@ -152,7 +154,8 @@ def factorise(X, theta: ArrayLike, amplitudes=None, backend: Backend | str | Non
     X = xp.asarray(X)
     amplitudes = None if amplitudes is None else xp.asarray(amplitudes)
     lengthscale, variance, noise = unpack_theta(theta, X.shape[1])
-    K = rbf_matrix(X, None, lengthscale, variance, amp_x=amplitudes, impl=backend.kernel_impl)
+    K = rbf_matrix(X, None, lengthscale, variance, amp_x=amplitudes, impl=backend.kernel_impl,
+                   out=out)
     add_to_diagonal(K, noise, xp)
     # Line 2: L = cholesky(K + noise I)
     L, jitter = cholesky_with_jitter(K, backend, overwrite_a=True, warn=warn)
@@ -302,16 +305,18 @@ def log_marginal_likelihood(X, Y, theta: ArrayLike, backend: Backend | str | Non
     return result[:2] if eval_gradient else result[0]
 
 
-def _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, warn):
+def _log_marginal_likelihood_and_jitter(X, Y, theta, backend, eval_gradient, warn,
+                                        workspace=None):
     """:func:`log_marginal_likelihood` as ``(lml, dtheta or None, jitter)``.
 
     ``jitter`` is what the factorisation of ``K + noise I`` needed (0.0 normally); with
-    ``warn=False`` it is not reported as a :class:`JitterWarning`.
+    ``warn=False`` it is not reported as a :class:`JitterWarning`. ``workspace``: the
+    n x n memory for K, L and W (:func:`factorise`'s ``out``).
     """
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
     Y = Y.reshape(Y.shape[0], -1)
-    factor = factorise(X, theta, backend=backend, warn=warn)
+    factor = factorise(X, theta, backend=backend, warn=warn, out=workspace)
     lengthscale, variance, noise, L = factor.lengthscale, factor.variance, factor.noise, factor.L
     jitter, impl = factor.jitter, backend.kernel_impl
     # Line 3: alpha = L^T \ (L \ y)
@@ -736,11 +741,12 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self._factorize()
         return self
 
-    def _lml(self, theta, eval_gradient, warn=True):
+    def _lml(self, theta, eval_gradient, warn=True, workspace=None):
         """``(lml, dtheta or None, jitter)`` of the training data at ``theta``."""
         try:
             return _log_marginal_likelihood_and_jitter(
-                self.X_train_, self.y_train_, theta, self._backend, eval_gradient, warn
+                self.X_train_, self.y_train_, theta, self._backend, eval_gradient, warn,
+                workspace
             )
         except NotPositiveDefiniteError as exc:
             raise NotPositiveDefiniteError(
@@ -760,9 +766,12 @@ class GPRegressor(RegressorMixin, BaseEstimator):
             )
 
         jitters = []  # (jitter, theta) of every evaluation
+        n = self.X_train_.shape[0]  # one workspace for every evaluation's K, L and W
+        workspace = self._backend.xp.empty((n, n), dtype=self.X_train_.dtype)
 
         def negative_lml(theta):
-            lml, dtheta, jitter = self._lml(theta, eval_gradient=True, warn=False)
+            lml, dtheta, jitter = self._lml(theta, eval_gradient=True, warn=False,
+                                            workspace=workspace)
             jitters.append((jitter, theta.copy()))
             if not (np.isfinite(lml) and np.all(np.isfinite(dtheta))):
                 raise DataError(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minivae.gp import factorise, predictive
+from minivae.gp import _log_marginal_likelihood_and_jitter, factorise, predictive
 
 
 def _numpy_reference(X, Y, Xq, lengthscale, s, noise, a, b):
@@ -54,3 +54,22 @@ def test_predictive_covariance_diagonal_is_the_variance(amplitudes):
     assert mean_v.shape == (4,) and cov.shape == (4, 4)
     np.testing.assert_allclose(mean_c, mean_v, rtol=0, atol=0)
     np.testing.assert_allclose(np.diagonal(cov), var, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [7, 300])  # below and above the potri switch (backend._POTRI_MIN_N)
+def test_workspace_holds_k_l_and_w_with_the_same_results(n):
+    """With a workspace, K, L and W of the LML gradient live in it: no n x n array per call,
+    and the same bits as without."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    theta = np.log([0.9, 1.3, 0.2])
+    workspace = np.empty((n, n))
+    factor = factorise(X, theta, out=workspace)
+    assert np.shares_memory(factor.L, workspace)
+    np.testing.assert_array_equal(factor.L, factorise(X, theta).L)
+    for _ in range(2):  # a reused workspace is overwritten in full
+        got = _log_marginal_likelihood_and_jitter(X, Y, theta, "cpu", True, True, workspace)
+        expected = _log_marginal_likelihood_and_jitter(X, Y, theta, "cpu", True, True)
+        assert got[0] == expected[0]
+        np.testing.assert_array_equal(got[1], expected[1])
+        theta = theta + 0.1

@@ -361,3 +361,42 @@ def test_unknown_impl_is_named():
         rbf_matrix(np.ones((2, 1)), impl="gpu")
     with pytest.raises(ValueError, match="impl='gpu'"):
         rbf_grad_contract(np.ones((2, 2)), np.ones((2, 1)), impl="gpu")
+
+
+# ---- out= ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matrix_writes_into_out(rng, impl, symmetric, dtype):
+    """K lands in the given array, which is returned, with the values of a fresh output."""
+    X, Y, lengthscale, amp_x, amp_y = make_case(rng, 17, 9, 3, True, True, dtype)
+    Y, amp_y = (None, None) if symmetric else (Y, amp_y)
+    expected = rbf_matrix(X, Y, lengthscale, 1.3, amp_x, amp_y, impl=impl)
+    out = np.full(expected.shape, np.nan, dtype=dtype)
+    got = rbf_matrix(X, Y, lengthscale, 1.3, amp_x, amp_y, impl=impl, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, expected, err_msg="K in out vs K in a fresh array")
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda"])
+def test_matrix_rejects_bad_out(rng, impl):
+    X = rng.normal(size=(5, 3))
+    with pytest.raises(ValueError, match=r"shape \(4, 5\), not \(5, 5\)"):
+        rbf_matrix(X, impl=impl, out=np.empty((4, 5)))
+    with pytest.raises(ValueError, match="dtype float32, not float64"):
+        rbf_matrix(X, impl=impl, out=np.empty((5, 5), np.float32))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        rbf_matrix(X, impl=impl, out=np.empty((5, 5), order="F")[:, :])
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        rbf_matrix(X, X[:2], impl=impl, out=np.empty((5, 4))[:, :2])
+    read_only = np.empty((5, 5))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        rbf_matrix(X, impl=impl, out=read_only)
+    square = rng.normal(size=(5, 5))
+    with pytest.raises(ValueError, match="memory shared with the points"):
+        rbf_matrix(square, impl=impl, out=square)
+    with pytest.raises(ValueError, match="must be a numpy array"):
+        rbf_matrix(X, impl=impl, out=[[0.0] * 5] * 5)

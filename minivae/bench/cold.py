@@ -1,18 +1,18 @@
 """``minivae bench --cold``: the first calls of each kernel in a fresh process against its
 warm median.
 
-Each kernel runs in a new Python process (after one process has compiled it into
-Numba's cache): calls 1 to 5 are timed one by one, then ``WARM_CALLS`` more, whose median
-is the warm time. Each process is repeated ``repeats`` times, interleaved over kernels and
-settings, and every call index reports its median over the processes.
+Each kernel runs in a new Python process as a user starts it (after one process has
+compiled it into Numba's cache): calls 1 to 5 are timed one by one, then ``WARM_CALLS``
+more, whose median is the warm time. Each process is repeated ``repeats`` times,
+interleaved over kernels, and every call index reports its median over the processes.
 
-Two settings are compared. ``default``: the process as a user starts it. ``heap kept``:
-glibc told to serve every allocation from its heap and never give freed memory back
-(``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_`` = 64 GiB), so that a fresh output
-array reuses pages the process has already touched. On a virtual machine whose freed
-memory goes back to the host (virtio-balloon free page reporting), a large fresh array's
-first touch costs far more than a warm one's; the two settings tell that cost apart from
-Numba's (compiled-code loading, thread pool start), which both share.
+Beside each call's time stands its count of minor page faults (``ru_minflt``; a
+transparent huge page counts once). A large fresh output array costs a fault per page,
+and the kernel zeroes each page it hands out; on a virtual machine whose freed memory goes
+back to the host (virtio-balloon free page reporting) the first touches in a fresh
+process cost far more again, which no guest counter shows. A kernel whose calls fault
+alike but whose first calls are slower pays that host cost; one whose warm calls fault
+not at all (``out=``, in-place updates) pays neither.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import numpy as np
 
 FIRST_CALLS = 5
 WARM_CALLS = 15
-HEAP_KEPT = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
-SETTINGS = {"default": {}, "heap kept": HEAP_KEPT}
 
 
 def _rbf_matrix():
@@ -36,6 +34,14 @@ def _rbf_matrix():
 
     X = np.random.default_rng(0).standard_normal((4000, 2))
     return lambda: rbf_matrix(X, None, 1.4, 1.0, impl="cpu")
+
+
+def _rbf_matrix_out():
+    from ..kernels import rbf_matrix
+
+    X = np.random.default_rng(0).standard_normal((4000, 2))
+    out = np.empty((4000, 4000))
+    return lambda: rbf_matrix(X, None, 1.4, 1.0, impl="cpu", out=out)
 
 
 def _rbf_grad_contract():
@@ -77,6 +83,7 @@ def _gp_lml():
 
 KERNELS = {
     "rbf_matrix n=4000 d=2": _rbf_matrix,
+    "rbf_matrix n=4000 d=2 out= reused": _rbf_matrix_out,
     "rbf_grad_contract n=3000 d=8": _rbf_grad_contract,
     "reparam fwd+bwd 4096x256 f32": _reparam,
     "adam_step 1M f32": _adam,
@@ -84,65 +91,74 @@ KERNELS = {
 }
 
 
-def child(name: str, calls: int) -> list:
-    """Seconds of each of ``calls`` consecutive calls of kernel ``name`` in this process."""
+def child(name: str, calls: int) -> dict:
+    """``{seconds, faults}`` of each of ``calls`` consecutive calls of kernel ``name`` in
+    this process (faults: minor page faults during the call)."""
+    import resource
     import time
 
     fn = KERNELS[name]()
-    seconds = []
+    seconds, faults = [], []
     for _ in range(calls):
+        faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
-    return seconds
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
+    return {"seconds": seconds, "faults": faults}
 
 
-def _run_child(name: str, env: dict, calls: int) -> list:
-    """:func:`child` in a new Python process with ``env`` added to the environment."""
-    done = subprocess.run(
-        [sys.executable, "-m", "minivae.bench.cold", name, str(calls)],
-        env={**os.environ, **env}, capture_output=True, text=True, check=True)
+def _run_child(name: str, calls: int) -> dict:
+    """:func:`child` in a new Python process."""
+    done = subprocess.run([sys.executable, "-m", "minivae.bench.cold", name, str(calls)],
+                          capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure(kernels=None, repeats: int = 3, warm_calls: int = WARM_CALLS) -> list:
-    """Rows ``{kernel, setting, first_calls_s, warm_median_s, worst_ratio}``.
+    """Rows ``{kernel, first_calls_s, first_calls_faults, warm_median_s, warm_faults,
+    worst_ratio, processes}``.
 
-    ``first_calls_s[i]`` is the median over ``repeats`` fresh processes of call i + 1;
-    ``worst_ratio`` the slowest of calls 2 to 5 over the warm median (call 1 also loads
-    the compiled code from Numba's cache and is reported, not counted).
+    ``first_calls_s[i]`` is the median over ``repeats`` fresh processes of call i + 1 and
+    ``first_calls_faults[i]`` its median fault count; ``warm_faults`` the median over the
+    warm calls; ``worst_ratio`` the slowest of calls 2 to 5 over the warm median (call 1
+    also loads the compiled code from Numba's cache and is reported, not counted).
     """
     kernels = list(KERNELS) if kernels is None else list(kernels)
     calls = FIRST_CALLS + warm_calls
     for name in kernels:  # fill Numba's cache, so that no measured process compiles
-        _run_child(name, {}, 1)
-    samples: dict[tuple[str, str], list] = {(name, setting): [] for name in kernels
-                                            for setting in SETTINGS}
+        _run_child(name, 1)
+    samples: dict[str, list] = {name: [] for name in kernels}
     for _ in range(repeats):
         for name in kernels:
-            for setting, env in SETTINGS.items():
-                samples[name, setting].append(_run_child(name, env, calls))
+            samples[name].append(_run_child(name, calls))
     rows = []
-    for (name, setting), runs in samples.items():
-        per_call = [statistics.median(run[i] for run in runs) for i in range(calls)]
-        warm = statistics.median(per_call[FIRST_CALLS:])
-        first = per_call[:FIRST_CALLS]
-        rows.append({"kernel": name, "setting": setting, "first_calls_s": first,
-                     "warm_median_s": warm, "worst_ratio": max(first[1:]) / warm,
-                     "processes": len(runs)})
+    for name, runs in samples.items():
+        seconds, faults = ([statistics.median(run[key][i] for run in runs) for i in range(calls)]
+                           for key in ("seconds", "faults"))
+        warm = statistics.median(seconds[FIRST_CALLS:])
+        first = seconds[:FIRST_CALLS]
+        rows.append({"kernel": name, "first_calls_s": first,
+                     "first_calls_faults": faults[:FIRST_CALLS], "warm_median_s": warm,
+                     "warm_faults": statistics.median(faults[FIRST_CALLS:]),
+                     "worst_ratio": max(first[1:]) / warm, "processes": len(runs)})
     return rows
 
 
 def format_rows(rows: list) -> str:
-    """The console table: calls 1..5 and the warm median in ms, and the worst ratio."""
-    header = (f"{'kernel':36s} {'setting':10s} " + " ".join(f"{f'call {i}':>7s}" for i in
-                                                            range(1, FIRST_CALLS + 1))
-              + f" {'warm':>7s} {'worst 2-5 / warm':>17s}")
-    lines = [header, "-" * len(header)]
+    """The console table: calls 1..5 and the warm median in ms, each with its minor page
+    faults, and the worst ratio."""
+    cells = [f"call {i}" for i in range(1, FIRST_CALLS + 1)] + ["warm"]
+    header = (f"{'kernel':36s} " + " ".join(f"{cell:>13s}" for cell in cells)
+              + f" {'worst 2-5 / warm':>17s}")
+    lines = [header, f"{'':36s} " + " ".join(f"{'ms/faults':>13s}" for _ in cells),
+             "-" * len(header)]
     for row in rows:
-        lines.append(f"{row['kernel']:36s} {row['setting']:10s} "
-                     + " ".join(f"{t * 1e3:7.1f}" for t in row["first_calls_s"])
-                     + f" {row['warm_median_s'] * 1e3:7.1f} {row['worst_ratio']:16.2f}x")
+        times = row["first_calls_s"] + [row["warm_median_s"]]
+        faults = row["first_calls_faults"] + [row["warm_faults"]]
+        lines.append(f"{row['kernel']:36s} "
+                     + " ".join(f"{t * 1e3:7.1f}/{f:<5.0f}" for t, f in zip(times, faults))
+                     + f" {row['worst_ratio']:16.2f}x")
     return "\n".join(lines)
 
 
@@ -154,8 +170,7 @@ def main(out="runs/bench-cold.json", repeats: int = 3, kernels=None,
 
     check_output_path(out)
     load_start = os.getloadavg()
-    print(f"minivae bench --cold: {repeats} fresh processes per kernel and setting",
-          flush=True)
+    print(f"minivae bench --cold: {repeats} fresh processes per kernel", flush=True)
     rows = measure(kernels, repeats, warm_calls)
     info = machine_info()
     info["load_average"] = {"start": [round(x, 2) for x in load_start],
@@ -163,8 +178,7 @@ def main(out="runs/bench-cold.json", repeats: int = 3, kernels=None,
     print(format_rows(rows))
     print()
     print(format_machine(info))
-    write_json(out, {"schema": 1, "mode": "cold", "settings": SETTINGS, "machine": info,
-                     "rows": rows})
+    write_json(out, {"schema": 2, "mode": "cold", "machine": info, "rows": rows})
     print(f"wrote {out}")
     return 0
 
