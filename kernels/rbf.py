@@ -386,21 +386,23 @@ def _matrix_tiles(
             _fix_underflow(arg, kern, bi * bj)
         diagonal = symmetric and i0 == j0
         # a diagonal tile writes its lower triangle and mirrors it: K(X) is exactly symmetric
+        amp_cols = amp_y[j0 : j0 + bj]
         for a in range(bi):
             amp_a = amp_x[i0 + a]
             row = kern[a * bj : (a + 1) * bj]
-            width = a + 1 if diagonal else bj
-            for b in range(width):
-                value = (variance * row[b]) * (amp_a * amp_y[j0 + b])
+            out_row = out[i0 + a, j0 : j0 + bj]
+            for b in range(a + 1 if diagonal else bj):
+                value = (variance * row[b]) * (amp_a * amp_cols[b])
                 row[b] = value
-                out[i0 + a, j0 + b] = value
+                out_row[b] = value
         if symmetric:
-            # the mirror image, 8 tile columns (one cache line of each tile row) at a time
-            for b0 in range(0, bj, 8):
-                for a in range(bi):
-                    for b in range(b0, min(b0 + 8, bj)):
-                        if a > b or not diagonal:
-                            out[j0 + b, i0 + a] = kern[a * bj + b]
+            # the mirror image: tile row a becomes column i0 + a of out's rows j0..j0 + bj
+            # (their bj cache lines stay in L1 while the tile's rows go by; measured faster
+            # than copying blocks of 8 or 16 columns, and than writing out's rows whole)
+            for a in range(bi):
+                row = kern[a * bj : (a + 1) * bj]
+                for b in range(a if diagonal else bj):
+                    out[j0 + b, i0 + a] = row[b]
 
 
 @numba.njit(cache=True, parallel=True, nogil=True, fastmath={"contract"})
