@@ -63,3 +63,13 @@ def test_cli_scaling_and_cold_are_exclusive(capsys):
 def test_cold_reused_output_takes_no_page_faults():
     faults = cold.child("rbf_matrix n=4000 d=2 out= reused", 3)["faults"]
     assert max(faults[1:]) <= 10, f"minor page faults per call: {faults}"
+
+
+def test_peak_point_counts_the_gp_matrix_in_a_fresh_process():
+    """minivae's LML + gradient holds one n x n float64 matrix (K, then L, A^-1 and W);
+    measured in a fresh process the peak is that, not what an earlier call left behind."""
+    n = 1000
+    peak = scaling._in_fresh_process(scaling.peak_point, "fit", n, "minivae", TINY.vae_layers)
+    if peak is None:
+        pytest.skip("/proc/self/clear_refs cannot reset the high-water mark here")
+    assert 0.9 * n * n * 8 <= peak <= 2 * n * n * 8, f"peak {peak} B for n^2 * 8 = {n * n * 8} B"

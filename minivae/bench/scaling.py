@@ -3,10 +3,13 @@
 Curves: GP fit (LML + gradient, ARD, d = 8, float64) and GP predict (mean + std, as many
 test as training points) for n training points, and the VAE training step (784-400-20,
 Bernoulli, Adam, float32) for batch sizes. For each size, one fresh process times every
-library present, interleaved, medians of ``repeats`` calls after one warm-up call; then
-calls each once more for its peak memory: the resident set's high-water mark (reset
-through ``/proc/self/clear_refs`` just before the call) above the resident set at the
-reset, which counts NumPy, XLA and PyTorch allocations alike (:func:`peak_rss_bytes`). The figure is a log-log plot per curve with n^3 and n^2 reference slopes.
+library present, interleaved, medians of ``repeats`` calls after one warm-up call. Peak
+memory comes from one more fresh process per library and size (:func:`peak_point`): only
+that library is set up, the allocator hands back the free memory it keeps, and one call's
+resident-set high-water mark above the resident set before it is its peak. In the timing
+process the allocators (glibc's heap, PyTorch's, XLA's) keep pages from earlier calls,
+which a high-water mark would not count. The figure is a log-log plot per curve with n^3
+and n^2 reference slopes.
 
 Peers (JAX, GPyTorch, PyTorch) run up to ``peer_max_n`` training points: past that their
 autodiff graphs hold several n x n float64 arrays each, which would not fit beside ours.
@@ -110,9 +113,31 @@ def peak_rss_bytes(fn) -> int | None:
         return None
 
 
-def _time_point(curve: str, size: int, libraries: tuple, layers: tuple, repeats: int) -> tuple:
-    """``({library: median seconds}, {library: peak bytes})`` at one size, timed
-    interleaved in this process."""
+def _release_free_memory() -> None:
+    """Give the free memory glibc's allocator keeps back to the system (``malloc_trim``),
+    so that the next call's touches of it raise the resident set; a no-op elsewhere."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_point(curve: str, size: int, library: str, layers: tuple) -> int | None:
+    """Peak bytes of one call of ``library`` on ``curve`` at ``size``, measured in this
+    process, which should be fresh: only ``library`` is set up (with the data and the
+    minivae model the peers are checked against), one warm-up call compiles and loads
+    what the call needs, the free memory is handed back, then :func:`peak_rss_bytes` of
+    one call."""
+    fn = _build(curve, size, (library,), layers)[library]
+    fn()
+    _release_free_memory()
+    return peak_rss_bytes(fn)
+
+
+def _time_point(curve: str, size: int, libraries: tuple, layers: tuple, repeats: int) -> dict:
+    """``{library: median seconds}`` at one size, timed interleaved in this process."""
     from ..kernels.threads import pinned_threads
 
     calls = {name: (fn, wall_timer) for name, fn in _build(curve, size, libraries,
@@ -120,8 +145,7 @@ def _time_point(curve: str, size: int, libraries: tuple, layers: tuple, repeats:
     block = 10 if curve == "vae" else 1
     stats = time_interleaved(calls, repeats, warmup=1, block=block,
                              contexts={"minivae": pinned_threads} if curve == "vae" else None)
-    peak = {name: peak_rss_bytes(fn) for name, (fn, _timer) in calls.items()}
-    return {name: stat["median"] for name, stat in stats.items()}, peak
+    return {name: stat["median"] for name, stat in stats.items()}
 
 
 def _in_fresh_process(fn, *args):
@@ -150,8 +174,9 @@ def measure(sizes: ScalingSizes = ScalingSizes(), fresh=_in_fresh_process) -> di
         for size in points:
             present = libraries if curve == "vae" or size <= sizes.peer_max_n else ("minivae",)
             repeats = sizes.repeats_vae if curve == "vae" else sizes.repeats_gp
-            seconds, peak = fresh(_time_point, curve, size, present, sizes.vae_layers,
-                                  repeats)
+            seconds = fresh(_time_point, curve, size, present, sizes.vae_layers, repeats)
+            peak = {name: fresh(peak_point, curve, size, name, sizes.vae_layers)
+                    for name in present}
             rows.append({"size": size, "seconds": seconds, "peak_bytes": peak})
             print(f"  {curve} {size}: " + ", ".join(
                 f"{name} {seconds[name] * 1e3:.3g} ms / {(peak[name] or 0) / 2**20:.0f} MiB"
