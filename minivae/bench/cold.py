@@ -166,7 +166,8 @@ def main(out="runs/bench-cold.json", repeats: int = 3, kernels=None,
          warm_calls: int = WARM_CALLS) -> int:
     """Measure, print the table with the machine and the load, write the JSON to ``out``."""
     from ..files import write_json
-    from .harness import check_output_path, format_machine, machine_info
+    from .harness import check_output_path
+    from .machine import format_machine, machine_info
 
     check_output_path(out)
     load_start = os.getloadavg()

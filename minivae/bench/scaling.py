@@ -231,7 +231,8 @@ def main(out="runs/bench-scaling.json", figure=None, sizes: ScalingSizes = Scali
     from pathlib import Path
 
     from ..files import write_json
-    from .harness import check_output_path, format_machine, machine_info
+    from .harness import check_output_path
+    from .machine import format_machine, machine_info
 
     check_output_path(out)
     figure = Path(out).with_suffix(".png") if figure is None else figure
