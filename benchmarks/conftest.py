@@ -15,8 +15,8 @@ choice can change a matrix product's time by 2x. Saved runs (``--benchmark-save`
 The same BLAS summary is printed in the session header.
 """
 
-from minivae.bench.harness import blas_info
-from minivae.bench.harness import machine_info as describe_machine
+from minivae.bench.machine import blas_info
+from minivae.bench.machine import machine_info as describe_machine
 
 
 def pytest_report_header(config):
