@@ -29,6 +29,8 @@ from .conv import ConvDecoder
 from .nn import MLP, sigmoid
 from .params import FlatArrays
 
+DECODERS = ("mlp", "conv")
+
 
 class Autoencoder:
     """Encoder, decoder, likelihood and parameters of a VAE-like model.

@@ -56,7 +56,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import losses
-from .autoencoder import Autoencoder
+from .autoencoder import DECODERS, Autoencoder
 from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError, NotFittedError
 from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
@@ -174,7 +174,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
     latent_dim : int, default 8
         Dimension k of the latent code.
     hidden : sequence of int or int, default (256,)
-        Encoder hidden widths; the decoder uses them reversed.
+        Encoder hidden widths; the MLP decoder uses them reversed.
     activation : {"relu", "tanh", "softplus"}
     likelihood : {"bernoulli", "gaussian"}
         Bernoulli needs images in [0, 1] (grey levels act as soft targets).
@@ -216,6 +216,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
     seed : int
         Seeds the initialisation, the episodes, the Monte-Carlo noise and predictions.
     device : {"cpu", "gpu", "cuda-sim"}
+    decoder : {"mlp", "conv"}, default "mlp"
+        "conv": the convolutional decoder of :mod:`minivae.conv` (images with sides that
+        are multiples of 4; ``hidden`` then shapes the encoder only).
 
     Attributes
     ----------
@@ -255,7 +258,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
                  epochs: Sequence[int] = DEFAULT_EPOCHS, lr: float = 1e-3,
                  batch_size: int = 64, lengthscale: float | None = None, noise: float = 1e-3,
                  patience: int | None = None, validation_every: int = 8,
-                 dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu") -> None:
+                 dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu",
+                 decoder: str = "mlp") -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -272,6 +276,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.seed = seed
         self.device = device
+        self.decoder = decoder
 
     history_: dict | None  # set by fit (None in a model loaded from a file without one)
 
@@ -304,6 +309,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"validation_every={self.validation_every!r} must be at least 2")
         resolve_dtype(self.dtype)
         get_backend(self.device)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder={self.decoder!r} is not one of {DECODERS}")
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serialisable."""
@@ -318,6 +325,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             "noise": float(self.noise), "patience": self.patience,
             "validation_every": int(self.validation_every), "dtype": resolve_dtype(self.dtype).name,
             "seed": int(self.seed), "device": get_backend(self.device).name,
+            "decoder": self.decoder,
         }
 
     def _check_fitted(self) -> None:
@@ -427,7 +435,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             math.prod(self.image_shape_), self.latent_dim, hidden, self.activation,
             self.likelihood, dtype=self._dtype, backend=self.backend, seed=self.seed,
             extra_heads={"logsigma": 1}, extra_params={_LENGTHSCALE: (1,)},
-            last=REGRESSION_PARAMS)
+            last=REGRESSION_PARAMS, decoder=self.decoder, image_shape=self.image_shape_)
         self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
         for name in ("_X_train", "_Y_train"):
             self.__dict__.pop(name, None)
