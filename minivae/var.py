@@ -63,11 +63,13 @@ from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
 from .kernels import reparam_backward, reparam_forward
 from .params import FlatArrays
 from .validation import (
+    check_choice,
     check_groups,
     check_images,
     check_inputs,
     check_network,
     check_positive_int,
+    check_schedule,
     derived_seed,
     is_int,
     is_positive_real,
@@ -289,28 +291,14 @@ class VARegressor(RegressorMixin, BaseEstimator):
             if getattr(self, arg) is not None:
                 check_positive_int(getattr(self, arg), arg)
         check_positive_int(self.batch_size, "batch_size")
-        epochs = self.epochs
-        if not (isinstance(epochs, (tuple, list)) and len(epochs) == 3
-                and all(is_int(e) and e >= 0 for e in epochs)):
-            raise ValueError(
-                f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
-                "fine-tuning), e.g. (300, 600, 150)"
-            )
-        if not is_positive_real(self.lr):
-            raise ValueError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
+        check_schedule(self.epochs, self.lr, self.patience, self.validation_every)
         if self.lengthscale is not None and not is_positive_real(self.lengthscale):
             raise ValueError(f"lengthscale={self.lengthscale!r} must be a positive number or None")
         if not is_positive_real(self.noise):
             raise ValueError(f"noise={self.noise!r} must be a positive number, e.g. 1e-3")
-        if self.patience is not None:
-            check_positive_int(self.patience, "patience")
-        check_positive_int(self.validation_every, "validation_every")
-        if self.validation_every < 2:
-            raise ValueError(f"validation_every={self.validation_every!r} must be at least 2")
         resolve_dtype(self.dtype)
         get_backend(self.device)
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder={self.decoder!r} is not one of {DECODERS}")
+        check_choice(self.decoder, "decoder", DECODERS)
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serialisable."""
