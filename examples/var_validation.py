@@ -38,7 +38,8 @@ from minivae.var import VARegressor
 
 REGIMES = ("sequences, every 4th frame kept", "postures (22 joint inputs), every 4th frame kept")
 DECODER_REGIMES = ("sequences, every 2nd frame kept", "sequences, every 4th frame kept",
-                   "sequences, every 8th frame kept", "postures (22 joint inputs), every 4th frame kept",
+                   "sequences, every 8th frame kept",
+                   "postures (22 joint inputs), every 4th frame kept",
                    "postures (22 joint inputs), every 8th frame kept")
 CEILING_REGIMES = ("sequences, every 2nd frame kept", "sequences, every 8th frame kept",
                    "postures (22 joint inputs), every 4th frame kept")

@@ -154,8 +154,9 @@ class ConvDecoder:
                 for i, head in enumerate(self.heads)}
 
     def backward(self, params: dict, doutputs: dict, grads: dict, need_dx: bool = True):
-        """Parameter gradients into ``grads`` (in place for a :class:`~minivae.params.FlatArrays`) from the
-        heads' gradients (a head left out contributes zero); returns dz (n, k) or None."""
+        """Parameter gradients into ``grads`` (in place for a
+        :class:`~minivae.params.FlatArrays`) from the heads' gradients (a head left out
+        contributes zero); returns dz (n, k) or None."""
         if not any(head in doutputs for head in self.heads):
             raise ValueError(f"{self.prefix}: doutputs has no gradient for any head "
                              f"{list(self.heads)}")

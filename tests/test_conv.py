@@ -93,7 +93,8 @@ CASES = [((8, 12), ("out",), (3, 2)), ((4, 8, 3), ("mean", "logvar"), (5, 3)),
 def test_forward_matches_explicit_convolutions(image_shape, heads, channels, rng):
     decoder = _decoder(image_shape, heads, channels, impl="reference")
     params = decoder.init_params(rng, np.float64)
-    params = {name: value + 0.1 * rng.standard_normal(value.shape) for name, value in params.items()}
+    params = {name: value + 0.1 * rng.standard_normal(value.shape)
+              for name, value in params.items()}
     z = rng.standard_normal((3, 3))
     outputs = decoder.forward(params, z)
     expected = _reference_forward(decoder, params, z)
@@ -108,7 +109,8 @@ def test_backward_matches_finite_differences(image_shape, heads, channels, n, rn
     decoder = _decoder(image_shape, heads, channels)
     params = decoder.init_params(rng, np.float64)
     # Biases away from zero, so that no ReLU input sits at its kink within the step.
-    params = {name: value + 0.3 * rng.standard_normal(value.shape) for name, value in params.items()}
+    params = {name: value + 0.3 * rng.standard_normal(value.shape)
+              for name, value in params.items()}
     z = rng.standard_normal((n, 3))
     weights = {head: rng.standard_normal((n, int(np.prod(image_shape)))) for head in heads}
     used = heads[:1] if len(heads) > 1 else heads  # a head left out has zero gradient
