@@ -46,11 +46,11 @@ def col2im(dcols, shape):
     of ``shape`` (n, h, w, c)."""
     xp = array_module(dcols)
     n, h, w, c = shape
-    patches = dcols.reshape(n, h, w, 3, 3, c)
+    patches = xp.ascontiguousarray(dcols.reshape(n, h, w, 9, c).transpose(3, 0, 1, 2, 4))
     padded = xp.zeros((n, h + 2, w + 2, c), dtype=dcols.dtype)
     for dy in range(3):
         for dx in range(3):
-            padded[:, dy:dy + h, dx:dx + w] += patches[:, :, :, dy, dx]
+            padded[:, dy:dy + h, dx:dx + w] += patches[3 * dy + dx]
     return xp.ascontiguousarray(padded[:, 1:-1, 1:-1])
 
 
