@@ -1,5 +1,6 @@
 """VARegressor().fit with its defaults on 240 frames of 32x32 (6 sequences of 40 frames of
-minivae.datasets.make_image_sequences), one thread: target <= 30 s.
+minivae.datasets.make_image_sequences), one thread, with the MLP and the convolutional
+decoder: target <= 30 s.
 
     pytest benchmarks/test_bench_var_fit.py
 
@@ -27,14 +28,16 @@ def frames():
     return data
 
 
-def test_var_fit_240_frames(benchmark, frames):
+@pytest.mark.parametrize("decoder", ["mlp", "conv"])
+def test_var_fit_240_frames(benchmark, frames, decoder):
     fitted = []
 
     def fit():
-        fitted.append(VARegressor().fit(frames.X, frames.Y, frames.groups, progress=False))
+        fitted.append(VARegressor(decoder=decoder).fit(frames.X, frames.Y, frames.groups,
+                                                       progress=False))
 
     benchmark.group = "VARegressor().fit, 240 frames of 32x32, 1 thread"
-    benchmark.name = f"defaults, epochs {DEFAULT_EPOCHS}"
+    benchmark.name = f"decoder={decoder!r}, epochs {DEFAULT_EPOCHS}"
     with limited_threads(1):
         benchmark.pedantic(fit, rounds=1, iterations=1)
     stops = fitted[-1].history_["stops"]

@@ -9,6 +9,7 @@ value of the setting. Test frames are never touched.
     python examples/var_validation.py calibration
     python examples/var_validation.py ceiling
     python examples/var_validation.py amplitude
+    python examples/var_validation.py decoder [SEEDS]
 
 amplitude: the median over training frames of |b / a_i - 1|, b = sqrt(mean sigma) the query
 amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b / a_i) mu_i,
@@ -20,9 +21,14 @@ factor of each group's covariance given its codes), and by the same spread witho
 
 ceiling: VAR's validation PSNR against its own autoencoder's reconstruction of the
 validation frames and against the pixel GP.
+
+decoder: VAR with decoder="mlp" and decoder="conv" (minivae.conv), PSNR and SSIM of the
+prediction and of the reconstruction, fit seconds, against the pixel GP; SEEDS (default
+"0,1") the model seeds.
 """
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -31,6 +37,10 @@ from minivae.kernels.threads import limited_threads
 from minivae.var import VARegressor
 
 REGIMES = ("sequences, every 4th frame kept", "postures (22 joint inputs), every 4th frame kept")
+DECODER_REGIMES = ("sequences, every 2nd frame kept", "sequences, every 4th frame kept",
+                   "sequences, every 8th frame kept",
+                   "postures (22 joint inputs), every 4th frame kept",
+                   "postures (22 joint inputs), every 8th frame kept")
 CEILING_REGIMES = ("sequences, every 2nd frame kept", "sequences, every 8th frame kept",
                    "postures (22 joint inputs), every 4th frame kept")
 
@@ -50,11 +60,16 @@ def score(model, fit, val, **predict_options):
     return metrics.summarize(val.Y, np.asarray(predicted, dtype=np.float64).reshape(val.Y.shape))
 
 
-def main(which):
+def main(which, seeds="0,1"):
     rows = []
+    regimes = {"ceiling": CEILING_REGIMES, "decoder": DECODER_REGIMES}.get(which, REGIMES)
     with limited_threads(1):
-        for name in (CEILING_REGIMES if which == "ceiling" else REGIMES):
+        for name in regimes:
             fit, val = validation_split(name)
+            if which == "decoder":
+                for row in decoders(fit, val, [int(seed) for seed in seeds.split(",")]):
+                    rows.append({"regime": name, **row})
+                    print(json.dumps(rows[-1]), flush=True)
             if which == "noise":
                 for noise in (1e-2, 1e-3, 1e-4, 1e-5):
                     model = VARegressor(noise=noise, seed=0).fit(fit.X, fit.Y, fit.groups,
@@ -123,5 +138,25 @@ def ceiling(fit, val):
             "n_fit": int(fit.n), "n_val": int(val.n)}
 
 
+def decoders(fit, val, seeds):
+    """One row per seed and decoder: validation PSNR/SSIM of VAR's prediction and of its
+    autoencoder's reconstruction, and the fit time; the pixel GP's on the same frames."""
+    pixel = experiments.PixelGP().fit(fit.X, fit.Y, fit.groups).predict(val.X, val.groups)
+    pixel_scores = metrics.summarize(val.Y, pixel)
+    for seed in seeds:
+        for decoder in ("mlp", "conv"):
+            start = time.perf_counter()
+            model = VARegressor(decoder=decoder, seed=seed).fit(fit.X, fit.Y, fit.groups,
+                                                                progress=False)
+            seconds = time.perf_counter() - start
+            predicted = score(model, fit, val)
+            reconstruction = model.decode(model.encode(val.Y)[0]).astype(np.float64)
+            recon = metrics.summarize(val.Y, reconstruction)
+            yield {"seed": seed, "decoder": decoder, "psnr": predicted["psnr"],
+                   "ssim": predicted["ssim"], "reconstruction_psnr": recon["psnr"],
+                   "reconstruction_ssim": recon["ssim"], "fit_seconds": round(seconds, 1),
+                   "pixel_gp_psnr": pixel_scores["psnr"], "pixel_gp_ssim": pixel_scores["ssim"]}
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -2,7 +2,8 @@
 
 Encoder ``q(z | x) = N(mu(x), diag(exp(logvar(x))))``: an MLP with heads ``enc.mu`` and
 ``enc.logvar`` (k each) and any extra heads a model asks for (VAR's ``enc.logsigma``).
-Decoder ``p(x | z)``: an MLP with the encoder's hidden widths reversed and head ``dec.out``
+Decoder ``p(x | z)``: an MLP with the encoder's hidden widths reversed (or, for images, the
+convolutional decoder of :mod:`minivae.conv`) and head ``dec.out``
 (Bernoulli logits) or ``dec.mean`` and ``dec.logvar`` (Gaussian with a learned per-output
 log-variance; ``fixed_variance=v`` drops ``dec.logvar`` and uses variance ``v``). Every
 parameter, including a model's extra ones (VAR's ``gp.log_lengthscale``), lives in one
@@ -24,8 +25,11 @@ import numpy as np
 from . import losses
 from .errors import CheckpointError, DataError
 from .kernels import reparam_backward, reparam_forward
+from .conv import ConvDecoder
 from .nn import MLP, sigmoid
 from .params import FlatArrays
+
+DECODERS = ("mlp", "conv")
 
 
 class Autoencoder:
@@ -54,10 +58,16 @@ class Autoencoder:
         Parameter names placed at the end of the flat layout, so that the others form a
         leading block that an optimiser can update alone in one call
         (:meth:`minivae.params.FlatArrays.leading`).
+    decoder : {"mlp", "conv"}
+        "conv": :class:`~minivae.conv.ConvDecoder` for images of ``image_shape`` instead of
+        the MLP (``hidden`` then shapes the encoder only).
+    image_shape : tuple, optional
+        (H, W) or (H, W, c) with H W c = ``input_dim``; needed by ``decoder="conv"``.
     """
 
     def __init__(self, input_dim, latent_dim, hidden, activation, likelihood, *, dtype, backend,
-                 seed, fixed_variance=None, extra_heads=None, extra_params=None, last=()):
+                 seed, fixed_variance=None, extra_heads=None, extra_params=None, last=(),
+                 decoder="mlp", image_shape=None):
         self.input_dim, self.latent_dim = int(input_dim), int(latent_dim)
         self.hidden = tuple(hidden)
         self.likelihood = likelihood
@@ -74,7 +84,11 @@ class Autoencoder:
             decoder_heads = {"mean": D, "logvar": D}
         else:
             decoder_heads = {"mean": D}
-        self.decoder = MLP("dec", k, tuple(hidden)[::-1], decoder_heads, activation, impl=impl)
+        if decoder == "conv":
+            self.decoder = ConvDecoder("dec", k, image_shape, decoder_heads, impl=impl)
+        else:
+            self.decoder = MLP("dec", k, tuple(hidden)[::-1], decoder_heads, activation,
+                               impl=impl)
         init_rng = np.random.default_rng(seed)
         host = self.encoder.init_params(init_rng, dtype)
         host.update(self.decoder.init_params(init_rng, dtype))

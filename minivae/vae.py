@@ -18,11 +18,12 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .autoencoder import Autoencoder
+from .autoencoder import DECODERS, Autoencoder
 from .backend import Backend, get_backend, resolve_dtype
 from .errors import CheckpointError, NotFittedError
 from .kernels import reparam_forward
-from .validation import check_data, check_network, check_positive_int, derived_seed
+from .validation import (check_choice, check_data, check_network, check_positive_int,
+                         derived_seed)
 
 # Seed streams derived from the model seed (the trainer uses [seed, epoch, stream]).
 _STREAM_NOISE, _STREAM_EVAL, _STREAM_IMPORTANCE = 1, 2, 3
@@ -56,6 +57,12 @@ class VAE(TransformerMixin, BaseEstimator):
     seed : int
         Seeds parameter initialisation and every random stream of the model.
     device : {"cpu", "gpu", "cuda-sim"}
+    decoder : {"mlp", "conv"}, default "mlp"
+        "conv": the convolutional decoder of :mod:`minivae.conv` for images of
+        ``image_shape`` (``hidden`` then shapes the encoder only).
+    image_shape : tuple or None
+        (H, W) or (H, W, c) of the flattened images, H W c = ``input_dim``; needed by
+        ``decoder="conv"``.
 
     Attributes
     ----------
@@ -83,7 +90,8 @@ class VAE(TransformerMixin, BaseEstimator):
                  hidden: int | Sequence[int] = (400,), activation: str = "relu",
                  likelihood: str = "bernoulli", n_samples: int = 1, beta: float = 1.0,
                  fixed_variance: float | None = None, dtype: DTypeLike = "float32",
-                 seed: int = 0, device: str = "cpu") -> None:
+                 seed: int = 0, device: str = "cpu", decoder: str = "mlp",
+                 image_shape: Sequence[int] | None = None) -> None:
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -95,6 +103,8 @@ class VAE(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.seed = seed
         self.device = device
+        self.decoder = decoder
+        self.image_shape = image_shape
         if input_dim is not None:
             self._build(input_dim)
 
@@ -122,13 +132,17 @@ class VAE(TransformerMixin, BaseEstimator):
                     or not math.isfinite(self.fixed_variance) or self.fixed_variance <= 0):
                 raise ValueError(f"fixed_variance={self.fixed_variance!r} must be a positive "
                                  "number")
+        check_choice(self.decoder, "decoder", DECODERS)
+        if self.decoder == "conv" and self.image_shape is None:
+            raise ValueError('decoder="conv" needs image_shape=(H, W) of the flattened images')
         self.backend = get_backend(self.device)
         self._dtype = resolve_dtype(self.dtype)
         self.n_features_in_ = int(input_dim)
         self.network = Autoencoder(
             input_dim, self.latent_dim, hidden, self.activation, self.likelihood,
             dtype=self._dtype, backend=self.backend, seed=self.seed,
-            fixed_variance=None if self.fixed_variance is None else float(self.fixed_variance))
+            fixed_variance=None if self.fixed_variance is None else float(self.fixed_variance),
+            decoder=self.decoder, image_shape=self.image_shape)
         self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
 
     @property
@@ -151,6 +165,8 @@ class VAE(TransformerMixin, BaseEstimator):
             "likelihood": self.likelihood, "n_samples": int(self.n_samples),
             "beta": float(self.beta), "fixed_variance": network.fixed_variance,
             "dtype": self._dtype.name, "seed": int(self.seed), "device": self.backend.name,
+            "decoder": self.decoder,
+            "image_shape": None if self.image_shape is None else [int(s) for s in self.image_shape],
         }
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:

@@ -115,6 +115,31 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_choice(value, name: str, choices: tuple) -> None:
+    """ValueError unless ``value`` is one of ``choices``."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+def check_schedule(epochs, lr, patience, validation_every) -> None:
+    """ValueError naming the first malformed argument of a three-phase training schedule:
+    ``epochs`` (pre-training, joint, fine-tuning), ``lr``, ``patience`` (None or a positive
+    int) and ``validation_every`` (an int of at least 2)."""
+    if not (isinstance(epochs, (tuple, list)) and len(epochs) == 3
+            and all(is_int(e) and e >= 0 for e in epochs)):
+        raise ValueError(
+            f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
+            "fine-tuning), e.g. (300, 600, 150)"
+        )
+    if not is_positive_real(lr):
+        raise ValueError(f"lr={lr!r} must be a positive number, e.g. 1e-3")
+    if patience is not None:
+        check_positive_int(patience, "patience")
+    check_positive_int(validation_every, "validation_every")
+    if validation_every < 2:
+        raise ValueError(f"validation_every={validation_every!r} must be at least 2")
+
+
 def check_network(latent_dim, hidden, likelihood, seed) -> tuple:
     """The autoencoder arguments every model shares, checked; returns ``hidden`` as a tuple.
 

@@ -56,18 +56,20 @@ from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import losses
-from .autoencoder import Autoencoder
+from .autoencoder import DECODERS, Autoencoder
 from .backend import get_backend, resolve_dtype
 from .errors import CheckpointError, DataError, NotFittedError
 from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
 from .kernels import reparam_backward, reparam_forward
 from .params import FlatArrays
 from .validation import (
+    check_choice,
     check_groups,
     check_images,
     check_inputs,
     check_network,
     check_positive_int,
+    check_schedule,
     derived_seed,
     is_int,
     is_positive_real,
@@ -174,7 +176,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
     latent_dim : int, default 8
         Dimension k of the latent code.
     hidden : sequence of int or int, default (256,)
-        Encoder hidden widths; the decoder uses them reversed.
+        Encoder hidden widths; the MLP decoder uses them reversed.
     activation : {"relu", "tanh", "softplus"}
     likelihood : {"bernoulli", "gaussian"}
         Bernoulli needs images in [0, 1] (grey levels act as soft targets).
@@ -216,6 +218,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
     seed : int
         Seeds the initialisation, the episodes, the Monte-Carlo noise and predictions.
     device : {"cpu", "gpu", "cuda-sim"}
+    decoder : {"mlp", "conv"}, default "mlp"
+        "conv": the convolutional decoder of :mod:`minivae.conv` (images with sides that
+        are multiples of 4; ``hidden`` then shapes the encoder only).
 
     Attributes
     ----------
@@ -255,7 +260,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
                  epochs: Sequence[int] = DEFAULT_EPOCHS, lr: float = 1e-3,
                  batch_size: int = 64, lengthscale: float | None = None, noise: float = 1e-3,
                  patience: int | None = None, validation_every: int = 8,
-                 dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu") -> None:
+                 dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu",
+                 decoder: str = "mlp") -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -272,6 +278,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.seed = seed
         self.device = device
+        self.decoder = decoder
 
     history_: dict | None  # set by fit (None in a model loaded from a file without one)
 
@@ -284,26 +291,14 @@ class VARegressor(RegressorMixin, BaseEstimator):
             if getattr(self, arg) is not None:
                 check_positive_int(getattr(self, arg), arg)
         check_positive_int(self.batch_size, "batch_size")
-        epochs = self.epochs
-        if not (isinstance(epochs, (tuple, list)) and len(epochs) == 3
-                and all(is_int(e) and e >= 0 for e in epochs)):
-            raise ValueError(
-                f"epochs={epochs!r} must be three non-negative integers (pre-training, joint, "
-                "fine-tuning), e.g. (300, 600, 150)"
-            )
-        if not is_positive_real(self.lr):
-            raise ValueError(f"lr={self.lr!r} must be a positive number, e.g. 1e-3")
+        check_schedule(self.epochs, self.lr, self.patience, self.validation_every)
         if self.lengthscale is not None and not is_positive_real(self.lengthscale):
             raise ValueError(f"lengthscale={self.lengthscale!r} must be a positive number or None")
         if not is_positive_real(self.noise):
             raise ValueError(f"noise={self.noise!r} must be a positive number, e.g. 1e-3")
-        if self.patience is not None:
-            check_positive_int(self.patience, "patience")
-        check_positive_int(self.validation_every, "validation_every")
-        if self.validation_every < 2:
-            raise ValueError(f"validation_every={self.validation_every!r} must be at least 2")
         resolve_dtype(self.dtype)
         get_backend(self.device)
+        check_choice(self.decoder, "decoder", DECODERS)
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serialisable."""
@@ -318,6 +313,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             "noise": float(self.noise), "patience": self.patience,
             "validation_every": int(self.validation_every), "dtype": resolve_dtype(self.dtype).name,
             "seed": int(self.seed), "device": get_backend(self.device).name,
+            "decoder": self.decoder,
         }
 
     def _check_fitted(self) -> None:
@@ -427,7 +423,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             math.prod(self.image_shape_), self.latent_dim, hidden, self.activation,
             self.likelihood, dtype=self._dtype, backend=self.backend, seed=self.seed,
             extra_heads={"logsigma": 1}, extra_params={_LENGTHSCALE: (1,)},
-            last=REGRESSION_PARAMS)
+            last=REGRESSION_PARAMS, decoder=self.decoder, image_shape=self.image_shape_)
         self._rng = self.backend.rng(derived_seed(self.seed, _STREAM_NOISE))
         for name in ("_X_train", "_Y_train"):
             self.__dict__.pop(name, None)

@@ -3,12 +3,14 @@ independent forward computation, the evaluation API, input validation, persisten
 training (reproducibility, cuda-sim agreement, divergence)."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from minivae import DataError, TrainingDivergedError
-from minivae.gradcheck import gradcheck_vae
+from minivae.gradcheck import check_gradients, gradcheck_vae
 from minivae.vae import VAE
 
 TOL = 1e-6
@@ -425,3 +427,42 @@ def test_vae_then_gp_in_a_pipeline_on_the_digits():
 def test_epochs_must_be_an_integer():
     with pytest.raises(ValueError, match="epochs=True must be a non-negative integer"):
         VAE(12, 2, hidden=(4,)).fit(_toy_data(), epochs=True, progress=False)
+
+
+# ---- the convolutional decoder ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_conv_decoder_gradients_match_finite_differences(likelihood, rng):
+    vae = VAE(4 * 8, 3, hidden=(5,), likelihood=likelihood, n_samples=2, beta=0.7,
+              dtype="float64", seed=1, decoder="conv", image_shape=(4, 8))
+    assert "dec.conv1.W" in vae.params
+    X = rng.uniform(0.0, 1.0, size=(3, 32))
+    noise = rng.standard_normal((2, 3, 3))
+    for value in vae.params.values():
+        value += 0.05 * rng.standard_normal(value.shape)
+    _, grads = vae.loss_and_grads(X, eps=noise)
+    rows = check_gradients(lambda: vae.loss_and_grads(X, eps=noise)[0], vae.params, grads,
+                           max_entries_per_param=12, seed=0)
+    worst = max(rows, key=lambda row: row["rel_error"])
+    assert worst["rel_error"] < TOL, f"{worst['name']}: relative error {worst['rel_error']:.2e}"
+    assert all(row["max_abs_analytic"] > 0 for row in rows)
+
+
+def test_conv_decoder_saves_clones_and_refuses_a_missing_image_shape(tmp_path, rng):
+    vae = VAE(8 * 4, 2, hidden=(5,), dtype="float64", seed=3, decoder="conv",
+              image_shape=(8, 4))
+    for value in vae.params.values():
+        value += 0.01 * rng.standard_normal(value.shape)
+    vae.save(tmp_path / "conv.npz")
+    loaded = VAE.load(tmp_path / "conv.npz")
+    assert (loaded.decoder, tuple(loaded.image_shape)) == ("conv", (8, 4))
+    Z = rng.standard_normal((3, 2))
+    np.testing.assert_array_equal(loaded.decode(Z), vae.decode(Z))
+    unpickled = pickle.loads(pickle.dumps(vae))
+    np.testing.assert_array_equal(unpickled.decode(Z), vae.decode(Z))
+    assert clone(vae).get_params()["decoder"] == "conv"
+    with pytest.raises(ValueError, match="needs image_shape"):
+        VAE(32, 2, decoder="conv")
+    with pytest.raises(ValueError, match="decoder='cnn' is not one of"):
+        VAE(32, 2, decoder="cnn")

@@ -555,3 +555,37 @@ def test_patience_resume_is_bit_identical(rng, tmp_path):
     for name in straight.params:
         np.testing.assert_array_equal(resumed.params[name], straight.params[name])
     assert resumed.history_["val_loss"] == straight.history_["val_loss"]
+
+
+# ---- the convolutional decoder ---------------------------------------------------------
+
+
+def test_joint_gradients_with_the_conv_decoder_match_finite_differences(rng):
+    X, Y, groups = _toy_data(rng, image_shape=(4, 8))
+    model = _tiny_model(decoder="conv").fit(X, Y, groups=groups, progress=False)
+    assert {name for name in model.params if name.startswith("dec.")} == {
+        "dec.fc.W", "dec.fc.b", "dec.conv0.W", "dec.conv0.b", "dec.conv1.W", "dec.conv1.b"}
+    _perturb(model, rng)
+    episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
+                (np.array([8, 10, 12, 15]), np.array([9, 14]))]
+    eps = rng.standard_normal((8, 3))
+    loss, grads = model.loss_and_grads(X, Y, episodes, eps=eps)
+    rows = check_gradients(lambda: model.loss_and_grads(X, Y, episodes, eps=eps)[0],
+                           model.params, grads, max_entries_per_param=FD_ENTRIES)
+    assert all(row["max_abs_analytic"] > 0 for row in rows)
+    _assert_gradients(rows)
+
+
+def test_conv_decoder_round_trips_and_refuses_what_it_cannot_make(rng, tmp_path):
+    X, Y, groups = _toy_data(rng, image_shape=(4, 8))
+    model = _tiny_model(decoder="conv", epochs=(1, 1, 1)).fit(X, Y, groups=groups,
+                                                              progress=False)
+    before = model.predict(X[:3], groups[:3])
+    model.save(tmp_path / "conv.npz")
+    loaded = VARegressor.load(tmp_path / "conv.npz")
+    assert loaded.decoder == "conv"
+    np.testing.assert_array_equal(loaded.predict(X[:3], groups[:3]), before)
+    with pytest.raises(ValueError, match="multiples of 4.*decoder='mlp'"):
+        _tiny_model(decoder="conv").fit(X, Y[:, :3, :6], groups=groups, progress=False)
+    with pytest.raises(ValueError, match="decoder='cnn' is not one of"):
+        _tiny_model(decoder="cnn").fit(X, Y, groups=groups, progress=False)
