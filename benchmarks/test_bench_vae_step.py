@@ -5,7 +5,7 @@ autograd (target: minivae >= 2x faster) and (b) the step's six large matrix prod
 
     pytest benchmarks/test_bench_vae_step.py
 
-The three callables are built by minivae.bench, so this module and `minivae bench` time the
+The callables are built by minivae.bench, so this module and `minivae bench` time the
 same code (this one without the bench's block interleaving: each test runs alone).
 
 Threads: by default every library uses all cores. On a machine shared with other work,
@@ -63,3 +63,28 @@ def test_step_six_matmuls(benchmark, data):
     benchmark.name = "baseline: the six matrix products alone"
     _heads, logits, _dW_out, dW0 = benchmark(six_products)
     assert math.isfinite(float(logits.sum())) and dW0.shape == (D, H)
+
+
+def test_step_group_against_peers(capsys):
+    """The bench's VAE group alone, three times, in this process (ours, its six products,
+    PyTorch and JAX interleaved in blocks of 10, as `minivae bench` times them):
+
+        pytest -s benchmarks/test_bench_vae_step.py -k group
+
+    prints each run's medians, ratios and the 1-minute load average.
+    """
+    import os
+
+    group = cases._vae_group(SIZES)
+    for run in range(3):
+        rows = harness.run_group(group, SIZES.warmup)
+        with capsys.disabled():
+            print(f"\nrun {run + 1}, load {os.getloadavg()[0]:.2f}")
+            for row in rows:
+                if row.skipped is None:
+                    print(f"  {row.case}: ours {1e3 * row.ours_stats['median']:.3f} ms, "
+                          f"baseline {1e3 * row.baseline_stats['median']:.3f} ms, "
+                          f"ratio {row.ratio:.3f}")
+                else:
+                    print(f"  {row.case}: skipped ({row.skipped})")
+        assert all(row.skipped is not None or row.ratio > 0 for row in rows)

@@ -172,9 +172,9 @@ class Dense:
         all C-contiguous arrays of one dtype (then the array-generic reference, which
         broadcasts and casts as NumPy does), or "cpu" meets CuPy arrays."""
         first = arrays[0]
-        if any(a is not None and (a.dtype != first.dtype or not a.flags.c_contiguous)
-               for a in arrays):
-            return "reference"
+        for a in arrays:
+            if a is not None and (a.dtype != first.dtype or not a.flags.c_contiguous):
+                return "reference"
         if self.impl == "cpu" and not isinstance(first, np.ndarray):
             return "reference"
         return self.impl
