@@ -82,7 +82,7 @@ def timings(small: bool) -> dict:
 
     rng = np.random.default_rng(0)
     big = cupy.empty(2**28, dtype=np.float64)  # 2 GiB: a copy measures the HBM rate
-    seconds = _time_gpu(lambda: big.copy())
+    seconds = _time_gpu(big.copy)
     bandwidth = 2 * big.nbytes / seconds
     del big
     result = {"copy_bandwidth_GBps": bandwidth / 1e9, "rbf": [], "lml": []}

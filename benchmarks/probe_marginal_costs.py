@@ -35,7 +35,7 @@ VARIANTS = ("real", "no-adam", "no-bernoulli", "no-noise", "fused-passes")
 
 def stub_out(variant):
     """Replace the piece ``variant`` names (module-level patches, this process only)."""
-    from minivae import losses, nn, optim, vae
+    from minivae import autoencoder, losses, nn, optim
 
     if variant == "no-adam":
         optim.Adam.step = lambda self, params, grads: None
@@ -51,8 +51,8 @@ def stub_out(variant):
         losses.decoder_nll_and_doutputs = same_result
     elif variant == "no-noise":
         first = {}
-        real_draw = vae.VAE._draw_eps
-        vae.VAE._draw_eps = lambda self, rng, L, n: first.setdefault(
+        real_draw = autoencoder.Autoencoder.draw_eps
+        autoencoder.Autoencoder.draw_eps = lambda self, rng, L, n: first.setdefault(
             "eps", real_draw(self, rng, L, n))
     elif variant == "fused-passes":
         real_add, real_grad = nn.add_bias, nn.bias_grad
