@@ -129,7 +129,8 @@ class Optimizer(abc.ABC):
             d(loss)/d(param) for the parameters to update, same shapes; parameters whose
             name is absent are left alone (frozen).
         """
-        if isinstance(params, FlatArrays) and params.leads_with(grads):
+        if (isinstance(params, FlatArrays) and isinstance(grads, FlatArrays)
+                and params.leads_with(grads)):
             # one layout: the names and shapes match by construction, one kernel call
             self.t += 1
             self._flat_slots(grads)
