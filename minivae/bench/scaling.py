@@ -9,7 +9,7 @@ that library is set up, the allocator hands back the free memory it keeps, and o
 resident-set high-water mark above the resident set before it is its peak. In the timing
 process the allocators (glibc's heap, PyTorch's, XLA's) keep pages from earlier calls,
 which a high-water mark would not count. The figure is a log-log plot per curve with n^3
-and n^2 reference slopes.
+and n^2 reference slopes (a linear one for the VAE step).
 
 Peers (JAX, GPyTorch, PyTorch) run up to ``peer_max_n`` training points: past that their
 autodiff graphs hold several n x n float64 arrays each, which would not fit beside ours.
@@ -186,7 +186,8 @@ def measure(sizes: ScalingSizes = ScalingSizes(), fresh=_in_fresh_process) -> di
 
 
 def plot(result: dict, path) -> None:
-    """Log-log time against size per curve, with n^3 and n^2 slopes; PNG, atomic."""
+    """Log-log time against size per curve, with n^3 and n^2 slopes for the GP curves and
+    a linear one for the VAE step (its cost is linear in the batch); PNG, atomic."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,9 +208,12 @@ def plot(result: dict, path) -> None:
             ax.loglog(*zip(*points), marker="o", label=name)
         first = rows[0]
         sizes = np.array([row["size"] for row in rows], dtype=float)
-        for power, style in ((3, ":"), (2, "--")):
+        slopes = ((1, "--"),) if curve == "vae" else ((3, ":"), (2, "--"))
+        for power, style in slopes:
             ax.loglog(sizes, first["seconds"]["minivae"] * (sizes / sizes[0]) ** power,
                       "k" + style, linewidth=0.8, label=f"n^{power}")
+        ax.set_xticks(sizes, [f"{size:.0f}" for size in sizes], minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_xlabel("batch size" if curve == "vae" else "n (training points)")
         ax.set_ylabel("seconds per call (median)")
         ax.set_title(titles[curve], fontsize=10)
