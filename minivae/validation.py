@@ -150,8 +150,7 @@ def check_network(latent_dim, hidden, likelihood, seed) -> tuple:
     hidden = (hidden,) if is_int(hidden) else tuple(hidden)
     if not all(is_int(width) and width >= 1 for width in hidden):
         raise ValueError(f"hidden={hidden!r} must be a sequence of positive integers")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
+    check_choice(likelihood, "likelihood", LIKELIHOODS)
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     return tuple(int(width) for width in hidden)

@@ -37,7 +37,8 @@ def test_peak_rss_counts_the_pages_a_call_touches():
     size = 64 * 2**20
     peak = scaling.peak_rss_bytes(lambda: np.ones(size // 8).sum())
     if peak is None:
-        pytest.skip("/proc/self/clear_refs cannot reset the high-water mark here")
+        pytest.skip("no peak memory on this system: /proc/self/clear_refs (Linux) cannot reset "
+                    "the resident high-water mark, so bench --scaling reports none either")
     assert 0.9 * size <= peak <= 2 * size
     assert scaling.peak_rss_bytes(lambda: None) < size / 8
 
@@ -71,5 +72,6 @@ def test_peak_point_counts_the_gp_matrix_in_a_fresh_process():
     n = 1000
     peak = scaling._in_fresh_process(scaling.peak_point, "fit", n, "minivae", TINY.vae_layers)
     if peak is None:
-        pytest.skip("/proc/self/clear_refs cannot reset the high-water mark here")
+        pytest.skip("no peak memory on this system: /proc/self/clear_refs (Linux) cannot reset "
+                    "the resident high-water mark, so bench --scaling reports none either")
     assert 0.9 * n * n * 8 <= peak <= 2 * n * n * 8, f"peak {peak} B for n^2 * 8 = {n * n * 8} B"

@@ -153,9 +153,12 @@ def test_cpu_and_cuda_sim_agree(rng):
     X = rng.uniform(size=(4, 64)).astype(np.float32)
     eps = rng.standard_normal((1, 4, 3)).astype(np.float32)
     (loss_cpu, g_cpu), (loss_sim, g_sim) = [net.neg_elbo_and_grads(X, eps, {}) for net in nets]
+    # float32: the cuda bias-gradient and likelihood kernels sum the same terms in another
+    # order than the cpu ones, a few units in the last place of sums of up to 256 terms
+    # (measured: loss equal, gradients within 1.5e-7 of values up to 0.8).
     np.testing.assert_allclose(float(loss_sim), float(loss_cpu), rtol=1e-6)
     for name in g_cpu:
-        np.testing.assert_allclose(g_sim[name], g_cpu[name], rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(g_sim[name], g_cpu[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("shape", [(30, 32), (32,), (32, 30, 1), (4, 4, 4, 1)])
