@@ -101,8 +101,11 @@ class _PerGroupGP:
     targets) and its own hyperparameters, shared by all outputs, that maximise the log
     marginal likelihood: L-BFGS-B from each of :func:`starting_lengthscales` (signal
     variance starting at the mean target variance, noise at 1% of it), the highest
-    maximum winning. A sequence with fewer than two training rows, or with constant
-    targets, predicts its mean.
+    maximum winning. The GP sees the centred targets divided by their root mean variance
+    (its mean and variance are scaled back), so that dim or low-contrast images (a
+    variance of 1e-4, say, whose 1% noise would start below the noise bound 1e-5) fit
+    as well as bright ones. A sequence with fewer than two training rows, or with
+    constant targets, predicts its mean.
     """
 
     def __init__(self, n_starts=3, device="cpu"):
@@ -113,18 +116,18 @@ class _PerGroupGP:
         from .gp import GPRegressor
 
         self.groups_ = groups.copy()
-        self.models_, self.means_ = {}, {}
+        self.models_, self.means_, self.scales_ = {}, {}, {}
         for group in np.unique(groups):
             rows = np.flatnonzero(groups == group)
             mean = T[rows].mean(axis=0)
             centred = T[rows] - mean
             variance = float(np.mean(centred.var(axis=0)))
-            self.means_[group] = mean
+            self.means_[group], self.scales_[group] = mean, np.sqrt(variance)
             if rows.size < 2 or variance == 0.0:
                 self.models_[group] = None
                 continue
-            fits = [GPRegressor(lengthscale=start, variance=variance, noise=1e-2 * variance,
-                                device=self.device).fit(X[rows], centred)
+            fits = [GPRegressor(lengthscale=start, variance=1.0, noise=1e-2,
+                                device=self.device).fit(X[rows], centred / np.sqrt(variance))
                     for start in starting_lengthscales(X[rows], self.n_starts)]
             self.models_[group] = max(fits, key=lambda gp: gp.log_marginal_likelihood_value_)
         return self
@@ -142,8 +145,9 @@ class _PerGroupGP:
                 mean[rows] = self.means_[group]
                 continue
             centred, std = gp.predict(X[rows], return_std=True)
-            mean[rows] = centred.reshape(rows.size, t) + self.means_[group]
-            variance[rows] = std**2
+            scale = self.scales_[group]
+            mean[rows] = scale * centred.reshape(rows.size, t) + self.means_[group]
+            variance[rows] = (scale * std) ** 2
         return mean, variance
 
 

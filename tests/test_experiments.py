@@ -105,6 +105,14 @@ def test_pixel_gp_predicts_a_constant_sequence_as_its_image(rng):
                                rtol=1e-12)
 
 
+def test_pixel_gp_is_equivariant_to_the_images_scale(tiny_sequences):
+    # dim images (variance ~1e-8 here) used to start the noise below its bound and fail
+    train, test = split_parts(tiny_sequences)
+    bright = PixelGP().fit(train.X, train.Y, train.groups).predict(test.X, test.groups)
+    dim = PixelGP().fit(train.X, 1e-4 * train.Y, train.groups).predict(test.X, test.groups)
+    np.testing.assert_allclose(dim, 1e-4 * bright, rtol=1e-6, atol=1e-4 * 1e-6)
+
+
 def test_two_stage_predicts_images_and_codes(tiny_postures):
     train, test = split_parts(tiny_postures, "extrapolation")
     model = TwoStage(latent_dim=3, hidden=(16,), epochs=2, batch_size=16)
