@@ -9,7 +9,7 @@ import pytest
 from minivae import cli
 from minivae.bench import cold, scaling
 
-TINY = scaling.ScalingSizes(gp_n=(20, 40), peer_max_n=20, vae_batch=(4, 8),
+TINY = scaling.ScalingSizes(gp_n=(20, 40), vae_batch=(4, 8),
                             vae_layers=(12, 6, 2), repeats_gp=2, repeats_vae=2)
 
 
@@ -25,12 +25,37 @@ def test_scaling_writes_every_point_and_the_figure(tmp_path, capsys):
     for curve, sizes in (("fit", TINY.gp_n), ("predict", TINY.gp_n), ("vae", TINY.vae_batch)):
         assert [point["size"] for point in curves[curve]] == list(sizes)
         for point in curves[curve]:
-            libraries = scaling.available(curve)
-            if curve != "vae" and point["size"] > TINY.peer_max_n:
-                libraries = ("minivae",)
-            assert set(point["seconds"]) == set(point["peak_bytes"]) == set(libraries)
+            # tiny calls project far below the time and memory limits: every library runs
+            assert point["skipped"] == {}
+            assert set(point["seconds"]) == set(point["peak_bytes"]) == set(scaling.available(curve))
             assert all(seconds > 0 for seconds in point["seconds"].values())
     assert "load average" in capsys.readouterr().out
+
+
+def test_admit_projects_time_and_memory_from_the_size_before():
+    sizes = scaling.ScalingSizes(max_call_seconds=100.0, memory_fraction=0.5)
+    libraries = ("minivae", "jax", "gpytorch")
+    assert scaling.admit("fit", 500, libraries, None, sizes, 2**30) == (libraries, {})
+    gib = 2**30
+    previous = {"size": 4000, "seconds": {"minivae": 1.0, "jax": 5.0, "gpytorch": 20.0},
+                "peak_bytes": {"minivae": gib / 8, "jax": gib, "gpytorch": gib / 4}}
+    # n doubles: times x 8 (gpytorch 160 s > 100 s), peaks x 4 (minivae 0.5, jax 4 GiB)
+    admitted, skipped = scaling.admit("fit", 8000, libraries, previous, sizes, 9 * gib)
+    assert admitted == ("minivae", "jax") and set(skipped) == {"gpytorch"}
+    assert "projected 160 s" in skipped["gpytorch"]
+    # with 8 GiB available (budget 4 GiB) jax's 4 GiB no longer fits beside minivae's 0.5
+    admitted, skipped = scaling.admit("fit", 8000, libraries, previous, sizes, 8 * gib)
+    assert admitted == ("minivae",) and "projected peak 4.0 GiB" in skipped["jax"]
+    # unknown memory: only the time decides; a library out at the size before stays out
+    admitted, skipped = scaling.admit("fit", 8000, libraries, previous, sizes, None)
+    assert admitted == ("minivae", "jax")
+    later = {"size": 8000, "seconds": {"minivae": 8.0}, "peak_bytes": {"minivae": None},
+             "skipped": {"jax": "why", "gpytorch": "why"}}
+    assert scaling.admit("fit", 16000, libraries, later, sizes, None) == (
+        ("minivae",), {"jax": "why", "gpytorch": "why"})
+    # the VAE step's cost is linear in the batch: 80 s, where n^3 would give 320 s
+    vae = {"size": 512, "seconds": {"minivae": 40.0}, "peak_bytes": {"minivae": 0}}
+    assert scaling.admit("vae", 1024, ("minivae",), vae, sizes, None)[0] == ("minivae",)
 
 
 def test_peak_rss_counts_the_pages_a_call_touches():

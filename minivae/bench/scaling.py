@@ -11,8 +11,13 @@ process the allocators (glibc's heap, PyTorch's, XLA's) keep pages from earlier 
 which a high-water mark would not count. The figure is a log-log plot per curve with n^3
 and n^2 reference slopes (a linear one for the VAE step).
 
-Peers (JAX, GPyTorch, PyTorch) run up to ``peer_max_n`` training points: past that their
-autodiff graphs hold several n x n float64 arrays each, which would not fit beside ours.
+Every library, ours included, runs at a size only while its projection from the size
+before fits (:func:`admit`): its call time scaled by the curve's cost power (n^3 for the GP,
+linear for the VAE step) within ``max_call_seconds``, and the peaks of the libraries set up
+together scaled by n^2 within ``memory_fraction`` of the memory available. A library left
+out is named in the row with the projection that stopped it: the peers' autodiff graphs
+hold 7-13 n x n float64 arrays where minivae holds one, so at n = 16000 (2 GiB an array)
+they would need 15-26 GiB.
 """
 
 from __future__ import annotations
@@ -32,12 +37,66 @@ GP_D = 8
 class ScalingSizes:
     """The sizes of the curves and the repeats of each point."""
 
-    gp_n: tuple = (500, 1000, 2000, 4000, 8000)
-    peer_max_n: int = 4000
+    gp_n: tuple = (500, 1000, 2000, 4000, 8000, 16000)
     vae_batch: tuple = (32, 64, 128, 256, 512, 1024)
     vae_layers: tuple = (784, 400, 20)
     repeats_gp: int = 3
     repeats_vae: int = 30
+    max_call_seconds: float = 120.0
+    memory_fraction: float = 0.7
+
+
+COST_POWER = {"fit": 3, "predict": 3, "vae": 1}
+MEMORY_POWER = {"fit": 2, "predict": 2, "vae": 1}
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is none (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def admit(curve: str, size: int, libraries: tuple, previous: dict | None,
+          sizes: ScalingSizes, memory_bytes: int | None) -> tuple[tuple, dict]:
+    """The libraries to run at ``size``, and ``{library: why not}`` for the others.
+
+    ``previous`` is the row of the size before (``seconds`` and ``peak_bytes`` per
+    library; None at the first size, where every library runs). A library measured there
+    runs if its median scaled by ``COST_POWER`` is within ``sizes.max_call_seconds`` and
+    the peaks scaled by ``MEMORY_POWER`` of it and the libraries admitted before it (in
+    the order of ``libraries``: minivae first) stay within ``sizes.memory_fraction`` of
+    ``memory_bytes`` (not checked where the memory or a peak is unknown). A library left
+    out at the size before stays out.
+    """
+    if previous is None:
+        return tuple(libraries), {}
+    admitted, skipped, total = [], {}, 0.0
+    ratio = size / previous["size"]
+    budget = None if memory_bytes is None else sizes.memory_fraction * memory_bytes
+    for name in libraries:
+        if name not in previous["seconds"]:
+            skipped[name] = previous.get("skipped", {}).get(name, "not run at the size before")
+            continue
+        seconds = previous["seconds"][name] * ratio ** COST_POWER[curve]
+        peak = previous["peak_bytes"].get(name)
+        peak = None if peak is None else peak * ratio ** MEMORY_POWER[curve]
+        if seconds > sizes.max_call_seconds:
+            skipped[name] = (f"projected {seconds:.0f} s a call > max_call_seconds "
+                             f"{sizes.max_call_seconds:g}")
+        elif budget is not None and peak is not None and total + peak > budget:
+            skipped[name] = (f"projected peak {peak / 2**30:.1f} GiB (with the libraries "
+                             f"before it {(total + peak) / 2**30:.1f} GiB) > "
+                             f"{sizes.memory_fraction:g} x {memory_bytes / 2**30:.1f} GiB available")
+        else:
+            admitted.append(name)
+            total += peak or 0.0
+    return tuple(admitted), skipped
 
 
 def _gp_calls(kind: str, n: int, libraries) -> dict:
@@ -49,24 +108,24 @@ def _gp_calls(kind: str, n: int, libraries) -> dict:
     model = GPRegressor(lengthscale, variance, noise, ard=True, optimize=False).fit(X, y)
     theta = model.theta_
     X_fit, y_fit = model.X_train_, np.asarray(model.y_train_, dtype=np.float64).reshape(-1)
+    peers_present = [name for name in libraries if name != "minivae"]
     if kind == "fit":
         calls = {"minivae": lambda: model.log_marginal_likelihood(theta, eval_gradient=True)}
-        expected = calls["minivae"]()
+        expected = calls["minivae"]() if peers_present else None
         builders = {"jax": lambda jax: peer_cases.jax_lml_fn(jax, X_fit, y_fit, theta, expected),
                     "gpytorch": lambda gpytorch: peer_cases.gpytorch_lml_fn(
                         peers.import_torch(), gpytorch, X_fit, y_fit, theta, expected)}
     else:
         X_test = np.random.default_rng(2).uniform(-1.0, 1.0, size=(n, GP_D))
         calls = {"minivae": lambda: model.predict(X_test, return_std=True)}
-        expected = calls["minivae"]()
+        expected = calls["minivae"]() if peers_present else None
         builders = {"jax": lambda jax: peer_cases.jax_predict_fn(jax, X_fit, y_fit, X_test,
                                                                  theta, expected),
                     "gpytorch": lambda gpytorch: peer_cases.gpytorch_predict_fn(
                         peers.import_torch(), gpytorch, X_fit, y_fit, X_test, theta, expected)}
-    for name in libraries:
-        if name != "minivae":
-            calls[name] = builders[name]({"jax": peers.import_jax,
-                                          "gpytorch": peers.import_gpytorch}[name]())
+    for name in peers_present:
+        calls[name] = builders[name]({"jax": peers.import_jax,
+                                      "gpytorch": peers.import_gpytorch}[name]())
     return calls
 
 
@@ -128,10 +187,14 @@ def peak_point(curve: str, size: int, library: str, layers: tuple) -> int | None
     """Peak bytes of one call of ``library`` on ``curve`` at ``size``, measured in this
     process, which should be fresh: only ``library`` is set up (with the data and the
     minivae model the peers are checked against), one warm-up call compiles and loads
-    what the call needs, the free memory is handed back, then :func:`peak_rss_bytes` of
-    one call."""
+    what the call needs (minivae's on a small problem: its compiled kernels do not depend
+    on the size, and at n = 16000 a call takes a minute), the free memory is handed back,
+    then :func:`peak_rss_bytes` of one call."""
     fn = _build(curve, size, (library,), layers)[library]
-    fn()
+    if library == "minivae":
+        _build(curve, min(size, 64), (library,), layers)[library]()
+    else:
+        fn()
     _release_free_memory()
     return peak_rss_bytes(fn)
 
@@ -166,18 +229,27 @@ def available(curve: str) -> tuple:
 
 def measure(sizes: ScalingSizes = ScalingSizes(), fresh=_in_fresh_process) -> dict:
     """``{curve: [{"size", "seconds": {lib: s}, "peak_bytes": {lib: B}}, ...]}``."""
+    """``{curve: [{"size", "seconds": {lib: s}, "peak_bytes": {lib: B}, "skipped": {lib:
+    why}}, ...]}``; a curve's rows end at the last size where some library ran."""
     curves = {"fit": sizes.gp_n, "predict": sizes.gp_n, "vae": sizes.vae_batch}
     result = {}
     for curve, points in curves.items():
         libraries = available(curve)
-        rows = []
+        rows: list = []
         for size in points:
-            present = libraries if curve == "vae" or size <= sizes.peer_max_n else ("minivae",)
+            present, skipped = admit(curve, size, libraries, rows[-1] if rows else None,
+                                     sizes, available_memory_bytes())
+            for name, why in skipped.items():
+                if name not in (rows[-1].get("skipped", {}) if rows else {}):
+                    print(f"  {curve} {size}: {name} not run from here: {why}", flush=True)
+            if not present:
+                break
             repeats = sizes.repeats_vae if curve == "vae" else sizes.repeats_gp
             seconds = fresh(_time_point, curve, size, present, sizes.vae_layers, repeats)
             peak = {name: fresh(peak_point, curve, size, name, sizes.vae_layers)
                     for name in present}
-            rows.append({"size": size, "seconds": seconds, "peak_bytes": peak})
+            rows.append({"size": size, "seconds": seconds, "peak_bytes": peak,
+                         "skipped": skipped})
             print(f"  {curve} {size}: " + ", ".join(
                 f"{name} {seconds[name] * 1e3:.3g} ms / {(peak[name] or 0) / 2**20:.0f} MiB"
                 for name in present), flush=True)
@@ -242,8 +314,10 @@ def main(out="runs/bench-scaling.json", figure=None, sizes: ScalingSizes = Scali
     figure = Path(out).with_suffix(".png") if figure is None else figure
     load_start = os.getloadavg()
     print("minivae bench --scaling: GP fit and predict for n = "
-          f"{', '.join(map(str, sizes.gp_n))} (peers up to n = {sizes.peer_max_n}), "
-          f"VAE step for batch = {', '.join(map(str, sizes.vae_batch))}", flush=True)
+          f"{', '.join(map(str, sizes.gp_n))}, VAE step for batch = "
+          f"{', '.join(map(str, sizes.vae_batch))}; a library runs at a size while its "
+          f"projected call stays within {sizes.max_call_seconds:g} s and the projected "
+          f"peaks within {sizes.memory_fraction:g} of the memory available", flush=True)
     fresh = _in_fresh_process if isolate else (lambda fn, *args: fn(*args))
     result = measure(sizes, fresh)
     info = machine_info()
@@ -257,5 +331,5 @@ def main(out="runs/bench-scaling.json", figure=None, sizes: ScalingSizes = Scali
     return 0
 
 
-QUICK = functools.partial(ScalingSizes, gp_n=(500, 1000, 2000), peer_max_n=2000,
-                          vae_batch=(32, 128, 512), repeats_vae=10)
+QUICK = functools.partial(ScalingSizes, gp_n=(500, 1000, 2000), vae_batch=(32, 128, 512),
+                          repeats_vae=10)
