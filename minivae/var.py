@@ -28,7 +28,9 @@ anchors' sampled codes ``z_i = mu_i + exp(logvar_i / 2) eps_i`` are regressed on
 a query's code is the GP posterior mean ``z*_j = K*_j (K + noise I)^-1 Z``. A query has
 no image at prediction time, so its amplitude is taken from the anchors' mean:
 ``sigma* = mean_i sigma_i``, ``b = sqrt(sigma*)``, and the gradient flows through that
-mean. Loss of a batch of episodes (``n_b`` = number of anchors plus queries)::
+mean. (Prediction, which conditions on every training frame, interpolates the frames' log
+amplitudes instead: :func:`query_amplitudes`.) Loss of a batch of episodes (``n_b`` =
+number of anchors plus queries)::
 
     loss = (1 / n_b) [ sum_anchors (KL(q(z|y_i) || N(0, I)) - log p(y_i | z_i))
                        + sum_queries (-log p(y*_j | z*_j)) ]
@@ -120,6 +122,41 @@ def _nearest_distinct_distances(X) -> np.ndarray:
 
 #: Random keys drawn at once by :func:`_draw_episode_rows` (float64: 8 MiB).
 _EPISODE_KEYS_PER_DRAW = 1 << 20
+
+
+def query_amplitudes(factor, amp, X_query):
+    """Kernel amplitudes ``b`` of new inputs for prediction, from the training frames'.
+
+    The GP interpolation of the log amplitudes, with the unit-amplitude kernel and noise
+    of ``factor`` (the factorisation of ``E(X, X) + noise I`` on the training inputs ``X``)
+    and the mean log amplitude as its constant mean::
+
+        log b(x*) = m + E(x*, X) (E(X, X) + noise I)^-1 (log a - m),  m = mean(log a)
+
+    At a training input ``x_i`` this gives ``b -> a_i`` as the noise goes to 0, so the GP
+    mean there is the frame's own code ``mu_i`` (with the anchors' mean amplitude it
+    would be ``(b / a_i) mu_i``); far from the training inputs ``b -> exp(m)``. Chosen on
+    validation frames carved from the training frames (docs/derivations.md, "VAR:
+    prediction").
+
+    Parameters
+    ----------
+    factor : minivae.gp.Factor
+        Of the training inputs at theta ``(log l, 0, log noise)``, without amplitudes.
+    amp : (n,) array
+        The training frames' amplitudes ``a_i = sqrt(sigma_i)``, on ``factor.backend``.
+    X_query : (m, p) array on ``factor.backend``
+
+    Returns
+    -------
+    (m,) array of float64 on ``factor.backend``
+    """
+    xp = factor.backend.xp
+    log_amp = xp.log(amp)
+    centre = log_amp.mean()
+    alpha = factor.solve((log_amp - centre)[:, None])
+    offset, _ = predictive(factor, alpha, X_query)
+    return xp.exp(centre + offset[:, 0])
 
 
 def _draw_episode_rows(rng, n_episodes: int, n_g: int, size: int) -> np.ndarray:
@@ -832,9 +869,10 @@ class VARegressor(RegressorMixin, BaseEstimator):
             codes = heads["mu"].astype(xp.float64)
             sigma = xp.exp(heads["logsigma"][:, 0].astype(xp.float64))
             amp = xp.sqrt(sigma)
-            amp_query = xp.sqrt(sigma.mean()) * xp.ones(out_rows.size, dtype=xp.float64)
-            factor = factorise(self._X_train[rows].astype(xp.float64), theta, amplitudes=amp,
-                               backend=self.backend)
+            X_rows = self._X_train[rows].astype(xp.float64)
+            amp_query = query_amplitudes(factorise(X_rows, theta, backend=self.backend), amp,
+                                         X_dev[out_rows])
+            factor = factorise(X_rows, theta, amplitudes=amp, backend=self.backend)
             alpha = factor.solve(codes)
             scale = (codes * alpha).sum() / codes.size
             mean[out_rows], latent_var = predictive(factor, alpha, X_dev[out_rows], amp_query,

@@ -268,11 +268,19 @@ def test_predict_shapes_and_latent_variance(rng):
     mean, var = model.predict_latent(X_new, groups=1)
     assert mean.shape == (3, 3) and var.shape == (3,)
     assert np.all(var >= 0)
-    # Far from every training input the posterior variance returns to the prior b^2, times
-    # the maximum-likelihood scale c = tr(Mu^T A^-1 Mu) / (n k) of the group's covariance.
+    # The posterior variance, c (b^2 - k*^T A^-1 k*), written out: c = tr(Mu^T A^-1 Mu) /
+    # (n k) the maximum-likelihood scale of the group's covariance, b the query amplitude
+    # interpolated from the log amplitudes (query_amplitudes), k* = b a E(x*, X).
     mu, logsigma, A = _codes_covariance(model, X[groups == 1], Y[groups == 1])
     c = np.sum(mu * np.linalg.solve(A, mu)) / mu.size
-    np.testing.assert_allclose(var[2], c * np.exp(logsigma).mean(), rtol=1e-9)
+    x, log_amp = X[groups == 1][:, 0], logsigma / 2
+    E_star = np.exp(-0.5 * (X_new[:, :1] - x[None, :]) ** 2 / model.lengthscale_**2)
+    E = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / model.lengthscale_**2)
+    weights = np.linalg.solve(E + model.noise * np.eye(x.size), log_amp - log_amp.mean())
+    b = np.exp(log_amp.mean() + E_star @ weights)
+    k_star = b[:, None] * np.exp(log_amp)[None, :] * E_star
+    expected = c * (b**2 - np.sum(k_star * np.linalg.solve(A, k_star.T).T, axis=1))
+    np.testing.assert_allclose(var, expected, rtol=1e-9)
     assert model.decode(mean).shape == (3, 12)
 
 
@@ -293,26 +301,46 @@ def test_latent_variance_scale_is_the_maximum_of_the_codes_likelihood(rng):
     assert abs(slope) < 1e-6 * mu.size
     assert log_likelihood(np.log(c)) > max(log_likelihood(np.log(c) + 0.1),
                                            log_likelihood(np.log(c) - 0.1))
-    # and the model's prior variance far away is c b^2
+    # and the model's prior variance far away is c b^2, b^2 = exp(mean log sigma)
     _, var = model.predict_latent(np.array([[50.0]]), groups=0)
-    np.testing.assert_allclose(var[0], c * np.exp(logsigma).mean(), rtol=1e-9)
+    np.testing.assert_allclose(var[0], c * np.exp(logsigma.mean()), rtol=1e-9)
 
 
-def test_prediction_at_a_training_input_rescales_its_code(rng):
-    """With small noise the posterior mean at training input i is (b / a_i) mu_i.
+def test_prediction_at_a_training_input_recovers_its_code(rng):
+    """With small noise the posterior mean at training input i is the frame's code mu_i.
 
-    k(x*, x_q) = b a_q E(x*, x_q) is row i of K scaled by b / a_i when x* = x_i, so the
-    GP interpolates the code up to the ratio of the query's amplitude b = sqrt(mean sigma)
-    to the anchor's a_i = sqrt(sigma_i); the variance there vanishes.
+    k(x*, x_q) = b a_q E(x*, x_q) is row i of K scaled by b / a_i when x* = x_i, and the
+    interpolated query amplitude there is b = a_i (query_amplitudes), so the GP returns
+    mu_i itself; the variance there vanishes.
     """
     X, Y, groups = _toy_data(rng)
     model = _fit_small(X, Y, groups, (1, 1, 0), noise=1e-10)
     mean, var = model.predict_latent(X[groups == 0], groups=0)
     mu, _, logsigma = model.encode(Y[groups == 0])
-    sigma = np.exp(logsigma)
-    expected = np.sqrt(sigma.mean() / sigma)[:, None] * mu
-    np.testing.assert_allclose(mean, expected, rtol=1e-5)
-    assert np.all(var < 1e-6 * sigma.mean())
+    np.testing.assert_allclose(mean, mu, rtol=1e-5)
+    assert np.all(var < 1e-6 * np.exp(logsigma).mean())
+
+
+@pytest.mark.parametrize("n, m, p", [(1, 3, 1), (7, 5, 2), (23, 1, 3)])
+def test_query_amplitudes_interpolate_the_log_amplitudes(rng, n, m, p):
+    from minivae.gp import factorise
+
+    X, X_query = rng.normal(size=(n, p)), rng.normal(size=(m, p))
+    amp = np.exp(rng.normal(scale=0.7, size=n))
+    lengthscale, noise = 0.9, 1e-3
+    factor = factorise(X, np.array([np.log(lengthscale), 0.0, np.log(noise)]))
+    got = var_module.query_amplitudes(factor, amp, X_query)
+
+    def unit_kernel(A, B):
+        return np.exp(-((A[:, None, :] - B[None, :, :]) ** 2).sum(-1) / (2 * lengthscale**2))
+
+    centre = np.log(amp).mean()
+    weights = np.linalg.solve(unit_kernel(X, X) + noise * np.eye(n), np.log(amp) - centre)
+    np.testing.assert_allclose(got, np.exp(centre + unit_kernel(X_query, X) @ weights),
+                               rtol=1e-12)
+    # at the training inputs: each frame's own amplitude, up to the noise's pull to the mean
+    at_train = var_module.query_amplitudes(factor, amp, X)
+    assert np.max(np.abs(np.log(at_train / amp))) < 0.05 if n > 1 else at_train == amp
 
 
 def test_initial_lengthscale_is_the_anchor_spacing(rng):
