@@ -11,6 +11,7 @@ value of the setting. Test frames are never touched.
     python examples/var_validation.py amplitude
     python examples/var_validation.py decoder [SEEDS]
     python examples/var_validation.py residual [SEEDS]
+    python examples/var_validation.py query-amplitude [SEEDS]
 
 amplitude: the median over training frames of |b / a_i - 1|, b = sqrt(mean sigma) the query
 amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b / a_i) mu_i,
@@ -31,6 +32,11 @@ residual: VAR's prediction plus a pixel-space GP (minivae.baselines.PixelGP) fit
 residuals on the training frames, Y - VAR.predict(X), clipped to [0, 1]: a correction of the
 decoder's reconstruction ceiling that makes the prediction at a training input its own
 image; against VAR alone and the pixel GP, per seed.
+
+query-amplitude: VAR's prediction with the query amplitude it uses (minivae.var.
+query_amplitudes: the GP interpolation of the training frames' log amplitudes) against the
+same fitted model predicting with the anchors' mean amplitude sqrt(mean sigma), as in
+training; PSNR and SSIM on the validation frames and PSNR at the training inputs, per seed.
 """
 import json
 import sys
@@ -69,12 +75,14 @@ def score(model, fit, val, **predict_options):
 def main(which, seeds="0,1"):
     rows = []
     regimes = {"ceiling": CEILING_REGIMES, "decoder": DECODER_REGIMES,
-               "residual": DECODER_REGIMES}.get(which, REGIMES)
+               "residual": DECODER_REGIMES,
+               "query-amplitude": DECODER_REGIMES}.get(which, REGIMES)
     with limited_threads(1):
         for name in regimes:
             fit, val = validation_split(name)
-            if which in ("decoder", "residual"):
-                rows_of = decoders if which == "decoder" else residual
+            if which in ("decoder", "residual", "query-amplitude"):
+                rows_of = {"decoder": decoders, "residual": residual,
+                           "query-amplitude": query_amplitude}[which]
                 for row in rows_of(fit, val, [int(seed) for seed in seeds.split(",")]):
                     rows.append({"regime": name, **row})
                     print(json.dumps(rows[-1]), flush=True)
@@ -181,6 +189,37 @@ def residual(fit, val, seeds):
                               ("pixel_gp", pixel)):
             scores = metrics.summarize(val.Y, images)
             row[label + "_psnr"], row[label + "_ssim"] = scores["psnr"], scores["ssim"]
+        yield row
+
+
+def mean_amplitude_prediction(model, fit, X, groups):
+    """``model``'s images at inputs X with the anchors' mean amplitude for every query."""
+    from minivae.gp import factorise, predictive
+
+    theta = np.array([np.log(model.lengthscale_), 0.0, np.log(model.noise)])
+    codes = np.empty((X.shape[0], model.latent_dim))
+    for group in np.unique(groups):
+        rows, out = fit.groups == group, groups == group
+        mu, _, logsigma = model.encode(fit.Y[rows])
+        sigma = np.exp(logsigma.astype(np.float64))
+        factor = factorise(fit.X[rows], theta, amplitudes=np.sqrt(sigma))
+        alpha = factor.solve(mu.astype(np.float64))
+        codes[out], _ = predictive(factor, alpha, X[out],
+                                   np.full(int(out.sum()), np.sqrt(sigma.mean())))
+    return np.asarray(model.decode(codes.astype(model.dtype)), dtype=np.float64)
+
+
+def query_amplitude(fit, val, seeds):
+    """One row per seed: interpolated against mean query amplitude, same fitted model."""
+    for seed in seeds:
+        model = VARegressor(seed=seed).fit(fit.X, fit.Y, fit.groups, progress=False)
+        row = {"seed": seed}
+        for label, predict in (("interpolated", lambda X, g: model.predict(X, g)),
+                               ("mean", lambda X, g: mean_amplitude_prediction(model, fit, X, g))):
+            scores = metrics.summarize(val.Y, np.asarray(predict(val.X, val.groups), dtype=np.float64))
+            on_fit = metrics.summarize(fit.Y, np.asarray(predict(fit.X, fit.groups), dtype=np.float64))
+            row[label] = {"psnr": scores["psnr"], "ssim": scores["ssim"],
+                          "training_input_psnr": on_fit["psnr"]}
         yield row
 
 

@@ -899,7 +899,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
             ``c (b^2 - k*^T (K + noise I)^-1 k*)``, the latent function's variance (no
             noise term; the same for every latent dimension), with ``c = tr(Mu^T (K +
             noise I)^-1 Mu) / (n k)`` the maximum-likelihood scale of the group's covariance
-            given its codes (docs/derivations.md, "VAR: prediction").
+            given its codes and ``b`` the query amplitude (:func:`query_amplitudes`;
+            docs/derivations.md, "VAR: prediction").
         """
         mean, var = self._condition(X_new, groups)
         return self.backend.to_host(mean), self.backend.to_host(var)
