@@ -33,10 +33,10 @@ residuals on the training frames, Y - VAR.predict(X), clipped to [0, 1]: a corre
 decoder's reconstruction ceiling that makes the prediction at a training input its own
 image; against VAR alone and the pixel GP, per seed.
 
-query-amplitude: VAR's prediction with the query amplitude it uses (minivae.var.
-query_amplitudes: the GP interpolation of the training frames' log amplitudes) against the
-same fitted model predicting with the anchors' mean amplitude sqrt(mean sigma), as in
-training; PSNR and SSIM on the validation frames and PSNR at the training inputs, per seed.
+query-amplitude: VARegressor(query_amplitude=...) "interpolated" (the GP interpolation of
+the anchors' log amplitudes, minivae.var.query_amplitudes) against "mean" (the paper's
+sqrt(mean sigma)), each in training and prediction; PSNR and SSIM on the validation frames
+and PSNR at the training inputs, per seed.
 """
 import json
 import sys
@@ -192,34 +192,19 @@ def residual(fit, val, seeds):
         yield row
 
 
-def mean_amplitude_prediction(model, fit, X, groups):
-    """``model``'s images at inputs X with the anchors' mean amplitude for every query."""
-    from minivae.gp import factorise, predictive
-
-    theta = np.array([np.log(model.lengthscale_), 0.0, np.log(model.noise)])
-    codes = np.empty((X.shape[0], model.latent_dim))
-    for group in np.unique(groups):
-        rows, out = fit.groups == group, groups == group
-        mu, _, logsigma = model.encode(fit.Y[rows])
-        sigma = np.exp(logsigma.astype(np.float64))
-        factor = factorise(fit.X[rows], theta, amplitudes=np.sqrt(sigma))
-        alpha = factor.solve(mu.astype(np.float64))
-        codes[out], _ = predictive(factor, alpha, X[out],
-                                   np.full(int(out.sum()), np.sqrt(sigma.mean())))
-    return np.asarray(model.decode(codes.astype(model.dtype)), dtype=np.float64)
-
-
 def query_amplitude(fit, val, seeds):
-    """One row per seed: interpolated against mean query amplitude, same fitted model."""
+    """One row per seed: VAR trained and predicting with each query-amplitude rule."""
     for seed in seeds:
-        model = VARegressor(seed=seed).fit(fit.X, fit.Y, fit.groups, progress=False)
         row = {"seed": seed}
-        for label, predict in (("interpolated", lambda X, g: model.predict(X, g)),
-                               ("mean", lambda X, g: mean_amplitude_prediction(model, fit, X, g))):
-            scores = metrics.summarize(val.Y, np.asarray(predict(val.X, val.groups), dtype=np.float64))
-            on_fit = metrics.summarize(fit.Y, np.asarray(predict(fit.X, fit.groups), dtype=np.float64))
-            row[label] = {"psnr": scores["psnr"], "ssim": scores["ssim"],
-                          "training_input_psnr": on_fit["psnr"]}
+        for rule in ("interpolated", "mean"):
+            model = VARegressor(query_amplitude=rule, seed=seed).fit(fit.X, fit.Y, fit.groups,
+                                                                     progress=False)
+            scores = metrics.summarize(val.Y, np.asarray(model.predict(val.X, val.groups),
+                                                         dtype=np.float64))
+            on_fit = metrics.summarize(fit.Y, np.asarray(model.predict(fit.X, fit.groups),
+                                                         dtype=np.float64))
+            row[rule] = {"psnr": scores["psnr"], "ssim": scores["ssim"],
+                         "training_input_psnr": on_fit["psnr"]}
         yield row
 
 
