@@ -33,10 +33,10 @@ residuals on the training frames, Y - VAR.predict(X), clipped to [0, 1]: a corre
 decoder's reconstruction ceiling that makes the prediction at a training input its own
 image; against VAR alone and the pixel GP, per seed.
 
-query-amplitude: VARegressor(query_amplitude=...) "interpolated" (the GP interpolation of
-the anchors' log amplitudes, minivae.var.query_amplitudes) against "mean" (the paper's
-sqrt(mean sigma)), each in training and prediction; PSNR and SSIM on the validation frames
-and PSNR at the training inputs, per seed.
+query-amplitude: one fitted VARegressor predicting with query_amplitude="interpolated" (the
+GP interpolation of the training frames' log amplitudes, minivae.var.query_amplitudes)
+and with "mean" (the paper's sqrt(mean sigma), which training uses); PSNR and SSIM on the
+validation frames and PSNR at the training inputs, per seed.
 """
 import json
 import sys
@@ -193,12 +193,12 @@ def residual(fit, val, seeds):
 
 
 def query_amplitude(fit, val, seeds):
-    """One row per seed: VAR trained and predicting with each query-amplitude rule."""
+    """One row per seed: one fitted model predicting with each query-amplitude rule."""
     for seed in seeds:
+        model = VARegressor(seed=seed).fit(fit.X, fit.Y, fit.groups, progress=False)
         row = {"seed": seed}
         for rule in ("interpolated", "mean"):
-            model = VARegressor(query_amplitude=rule, seed=seed).fit(fit.X, fit.Y, fit.groups,
-                                                                     progress=False)
+            model.set_params(query_amplitude=rule)
             scores = metrics.summarize(val.Y, np.asarray(model.predict(val.X, val.groups),
                                                          dtype=np.float64))
             on_fit = metrics.summarize(fit.Y, np.asarray(model.predict(fit.X, fit.groups),

@@ -27,10 +27,10 @@ anchors ``(x_i, y_i)`` and ``M = min(n_query, n_g - N)`` queries ``(x*_j, y*_j)`
 anchors' sampled codes ``z_i = mu_i + exp(logvar_i / 2) eps_i`` are regressed on ``x_i``;
 a query's code is the GP posterior mean ``z*_j = K*_j (K + noise I)^-1 Z``. A query has
 no image at prediction time, so its amplitude is taken from the anchors' mean:
-by default the GP interpolation of the anchors' log amplitudes at the query's input
-(``query_amplitude="interpolated"``, :func:`query_amplitudes`), or the paper's choice, the
-anchors' mean ``b = sqrt(mean_i sigma_i)`` (``"mean"``); the gradient flows through either.
-Loss of a batch of episodes (``n_b`` = number of anchors plus queries)::
+the paper's choice, the anchors' mean ``sigma* = mean_i sigma_i``, ``b = sqrt(sigma*)``,
+and the gradient flows through that mean. (Prediction, which conditions on every training
+frame, interpolates the frames' log amplitudes by default: :func:`query_amplitudes`.) Loss
+of a batch of episodes (``n_b`` = number of anchors plus queries)::
 
     loss = (1 / n_b) [ sum_anchors (KL(q(z|y_i) || N(0, I)) - log p(y_i | z_i))
                        + sum_queries (-log p(y*_j | z*_j)) ]
@@ -129,25 +129,26 @@ QUERY_AMPLITUDES = ("interpolated", "mean")
 
 def query_amplitudes(X_train, logsigma, X_query, theta, rule: str = "interpolated",
                      backend=None):
-    """Kernel amplitudes ``b`` of queries, which have no image, from the anchors'.
+    """Kernel amplitudes ``b`` of new inputs at prediction, from the training frames'.
 
-    ``rule="interpolated"``: the GP interpolation of the anchors' log amplitudes
+    ``rule="interpolated"``: the GP interpolation of the frames' log amplitudes
     ``log a_i = logsigma_i / 2``, with the unit-amplitude kernel and noise of ``theta``
     and their mean as constant mean::
 
         log b(x*) = m + E(x*, X) (E(X, X) + noise I)^-1 (log a - m),  m = mean(log a)
 
-    At an anchor's input ``x_i`` this gives ``b -> a_i`` as the noise goes to 0, so the GP
-    mean there is the anchor's own code (with the mean amplitude it would be
-    ``(b / a_i) mu_i``); far from the anchors ``b -> exp(m)``. ``rule="mean"``: the
-    paper's ``b = sqrt(mean_i sigma_i)`` for every query. Derivation and the validation
-    measurements that chose the default: docs/derivations.md, "VAR: amplitudes".
+    At a training input ``x_i`` this gives ``b -> a_i`` as the noise goes to 0, so the GP
+    mean there is the frame's own code (with the mean amplitude it would be
+    ``(b / a_i) mu_i``); far from the training inputs ``b -> exp(m)``. ``rule="mean"``:
+    the paper's ``b = sqrt(mean_i sigma_i)``, which training uses for its queries.
+    Chosen on validation frames carved from the training frames (docs/derivations.md,
+    "VAR: prediction").
 
     Parameters
     ----------
     X_train : (N, p) array on ``backend``
     logsigma : (N,) array
-        The anchors' log squared amplitudes (the encoder's ``logsigma`` head).
+        The frames' log squared amplitudes (the encoder's ``logsigma`` head).
     X_query : (m, p) array
     theta : (3,) host array
         ``(log l, 0, log noise)``, the code GP's.
@@ -156,34 +157,17 @@ def query_amplitudes(X_train, logsigma, X_query, theta, rule: str = "interpolate
 
     Returns
     -------
-    amp_query : (m,) array
-    cache : what :func:`query_amplitudes_backward` needs
+    (m,) array on ``backend``
     """
     backend = get_backend("cpu" if backend is None else backend)
     xp = backend.xp
     if rule == "mean":
-        sigma = xp.exp(logsigma)
-        amp = xp.sqrt(sigma.mean())
-        return amp * xp.ones(X_query.shape[0], dtype=logsigma.dtype), (rule, sigma, amp)
+        return xp.sqrt(xp.exp(logsigma).mean()) * xp.ones(X_query.shape[0], dtype=logsigma.dtype)
     log_amp = 0.5 * logsigma
     centre = log_amp.mean()
-    offset, cache = posterior_mean(X_train, (log_amp - centre)[:, None], X_query, theta,
-                                   backend=backend)
-    amp_query = xp.exp(centre + offset[:, 0])
-    return amp_query, (rule, cache, amp_query)
-
-
-def query_amplitudes_backward(damp_query, cache) -> tuple[Any, float]:
-    """``(d loss / d logsigma (N,), d loss / d log l)`` from ``d loss / d amp_query``."""
-    rule, first, second = cache
-    if rule == "mean":  # b = sqrt(mean sigma): d b / d logsigma_r = sigma_r / (2 b N)
-        sigma, amp = first, second
-        return damp_query.sum() * sigma / (2.0 * amp * sigma.size), 0.0
-    dlog_b = damp_query * second
-    grads = posterior_mean_backward(dlog_b[:, None], first)
-    dtarget = grads["dZ"][:, 0]
-    dlog_amp = dtarget - dtarget.mean() + dlog_b.sum() / dtarget.size
-    return 0.5 * dlog_amp, float(grads["dtheta"][0])
+    offset, _ = posterior_mean(X_train, (log_amp - centre)[:, None], X_query, theta,
+                               backend=backend)
+    return xp.exp(centre + offset[:, 0])
 
 
 def _draw_episode_rows(rng, n_episodes: int, n_g: int, size: int) -> np.ndarray:
@@ -286,9 +270,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
         "conv": the convolutional decoder of :mod:`minivae.conv` (images with sides that
         are multiples of 4; ``hidden`` then shapes the encoder only).
     query_amplitude : {"interpolated", "mean"}, default "interpolated"
-        The kernel amplitude of a query (in training and prediction), which has no image:
-        the GP interpolation of the anchors' log amplitudes, or the paper's anchors' mean
-        (:func:`query_amplitudes`).
+        The kernel amplitude of a new input at prediction, which has no image: the GP
+        interpolation of the training frames' log amplitudes, or the paper's mean
+        amplitude (:func:`query_amplitudes`). Training's queries use the mean either way.
 
     Attributes
     ----------
@@ -570,6 +554,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         heads = self.network.encode(Y_anchor)
         mu, logvar, logsigma = heads["mu"], heads["logvar"], heads["logsigma"][:, 0]
         z = reparam_forward(mu, logvar, eps, impl=impl)[0]
+        sigma = xp.exp(logsigma)
         amp = xp.exp(0.5 * logsigma)
 
         # Forward 2: per episode, the GP posterior mean of the query codes.
@@ -579,13 +564,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
         a0 = q0 = 0
         for anchors, queries in episodes:
             a1, q1 = a0 + anchors.size, q0 + queries.size
-            amp_query, amp_cache = query_amplitudes(
-                X_anchor[a0:a1], logsigma[a0:a1], X_query[q0:q1], theta,
-                self.query_amplitude, self.backend)
+            amp_query = xp.sqrt(sigma[a0:a1].mean()) * xp.ones(queries.size, dtype=self._dtype)
             z_query[q0:q1], cache = posterior_mean(
                 X_anchor[a0:a1], z[a0:a1], X_query[q0:q1], theta,
                 amp_train=amp[a0:a1], amp_test=amp_query, backend=self.backend)
-            caches.append((cache, amp_cache))
+            caches.append(cache)
             a0, q0 = a1, q1
 
         # Forward 3 + backward 1: decode anchors and queries in one pass
@@ -604,14 +587,16 @@ class VARegressor(RegressorMixin, BaseEstimator):
         dlogsigma = xp.empty(n_anchors, dtype=self._dtype)
         dlog_lengthscale = 0.0
         a0 = q0 = 0
-        for (anchors, queries), (cache, amp_cache) in zip(episodes, caches):
+        for (anchors, queries), cache in zip(episodes, caches):
             a1, q1 = a0 + anchors.size, q0 + queries.size
             gp_grads = posterior_mean_backward(dz_query[q0:q1], cache)
             dz[a0:a1] += gp_grads["dZ"]
-            dlogsigma_query, dlog_l_query = query_amplitudes_backward(gp_grads["damp_test"],
-                                                                      amp_cache)
-            dlog_lengthscale += float(gp_grads["dtheta"][0]) + dlog_l_query
-            dlogsigma[a0:a1] = 0.5 * amp[a0:a1] * gp_grads["damp_train"] + dlogsigma_query
+            dlog_lengthscale += float(gp_grads["dtheta"][0])
+            sigma_g = sigma[a0:a1]
+            amp_query = xp.sqrt(sigma_g.mean())
+            damp_query = gp_grads["damp_test"].sum()
+            dlogsigma[a0:a1] = (0.5 * amp[a0:a1] * gp_grads["damp_train"]
+                                + damp_query * sigma_g / (2.0 * amp_query * anchors.size))
             a0, q0 = a1, q1
 
         # Backward 3: reparameterisation and KL, then the encoder ("VAR: into the encoder").
@@ -902,8 +887,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
             logsigma = heads["logsigma"][:, 0].astype(xp.float64)
             amp = xp.sqrt(xp.exp(logsigma))
             X_rows = self._X_train[rows].astype(xp.float64)
-            amp_query, _ = query_amplitudes(X_rows, logsigma, X_dev[out_rows], theta,
-                                            self.query_amplitude, self.backend)
+            amp_query = query_amplitudes(X_rows, logsigma, X_dev[out_rows], theta,
+                                         self.query_amplitude, self.backend)
             factor = factorise(X_rows, theta, amplitudes=amp, backend=self.backend)
             alpha = factor.solve(codes)
             scale = (codes * alpha).sum() / codes.size
