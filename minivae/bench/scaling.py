@@ -78,7 +78,6 @@ def admit(curve: str, size: int, libraries: tuple, previous: dict | None,
         return tuple(libraries), {}
     admitted, skipped, total = [], {}, 0.0
     ratio = size / previous["size"]
-    budget = None if memory_bytes is None else sizes.memory_fraction * memory_bytes
     for name in libraries:
         if name not in previous["seconds"]:
             skipped[name] = previous.get("skipped", {}).get(name, "not run at the size before")
@@ -89,7 +88,8 @@ def admit(curve: str, size: int, libraries: tuple, previous: dict | None,
         if seconds > sizes.max_call_seconds:
             skipped[name] = (f"projected {seconds:.0f} s a call > max_call_seconds "
                              f"{sizes.max_call_seconds:g}")
-        elif budget is not None and peak is not None and total + peak > budget:
+        elif (memory_bytes is not None and peak is not None
+              and total + peak > sizes.memory_fraction * memory_bytes):
             skipped[name] = (f"projected peak {peak / 2**30:.1f} GiB (with the libraries "
                              f"before it {(total + peak) / 2**30:.1f} GiB) > "
                              f"{sizes.memory_fraction:g} x {memory_bytes / 2**30:.1f} GiB available")
