@@ -26,9 +26,9 @@ An episode draws, from one group's training frames and without overlap, ``N = n_
 anchors ``(x_i, y_i)`` and ``M = min(n_query, n_g - N)`` queries ``(x*_j, y*_j)``. The
 anchors' sampled codes ``z_i = mu_i + exp(logvar_i / 2) eps_i`` are regressed on ``x_i``;
 a query's code is the GP posterior mean ``z*_j = K*_j (K + noise I)^-1 Z``. A query has
-no image at prediction time, so its amplitude is taken from the anchors' mean:
-the paper's choice, the anchors' mean ``sigma* = mean_i sigma_i``, ``b = sqrt(sigma*)``,
-and the gradient flows through that mean. (Prediction, which conditions on every training
+no image at prediction time, so in training its amplitude is the paper's choice, the
+anchors' mean: ``sigma* = mean_i sigma_i``, ``b = sqrt(sigma*)``, and the gradient flows
+through that mean. (Prediction, which conditions on every training
 frame, interpolates the frames' log amplitudes by default: :func:`query_amplitudes`.) Loss
 of a batch of episodes (``n_b`` = number of anchors plus queries)::
 
