@@ -13,6 +13,8 @@ images (n, H, W), and regresses within each sequence (``groups``):
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .errors import DataError
@@ -101,7 +103,8 @@ class _PerGroupGP:
     targets) and its own hyperparameters, shared by all outputs, that maximise the log
     marginal likelihood: L-BFGS-B from each of :func:`starting_lengthscales` (signal
     variance starting at the mean target variance, noise at 1% of it), the highest
-    maximum winning. The GP sees the centred targets divided by their root mean variance
+    maximum winning (a warning from a losing start, one that slid into a vanishing
+    lengthscale say, is dropped). The GP sees the centred targets divided by their root mean variance
     (its mean and variance are scaled back), so that dim or low-contrast images (a
     variance of 1e-4, say, whose 1% noise would start below the noise bound 1e-5) fit
     as well as bright ones. A sequence with fewer than two training rows, or with
@@ -126,10 +129,18 @@ class _PerGroupGP:
             if rows.size < 2 or variance == 0.0:
                 self.models_[group] = None
                 continue
-            fits = [GPRegressor(lengthscale=start, variance=1.0, noise=1e-2,
-                                device=self.device).fit(X[rows], centred / np.sqrt(variance))
-                    for start in starting_lengthscales(X[rows], self.n_starts)]
-            self.models_[group] = max(fits, key=lambda gp: gp.log_marginal_likelihood_value_)
+            fits = []
+            for start in starting_lengthscales(X[rows], self.n_starts):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    gp = GPRegressor(lengthscale=start, variance=1.0, noise=1e-2,
+                                     device=self.device).fit(X[rows], centred / np.sqrt(variance))
+                fits.append((gp, caught))
+            best, caught = max(fits, key=lambda fit: fit[0].log_marginal_likelihood_value_)
+            for warning in caught:  # only the winning start's warnings concern the user
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+            self.models_[group] = best
         return self
 
     def predict(self, X, groups):

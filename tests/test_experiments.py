@@ -113,6 +113,35 @@ def test_pixel_gp_is_equivariant_to_the_images_scale(tiny_sequences):
     np.testing.assert_allclose(dim, 1e-4 * bright, rtol=1e-6, atol=1e-4 * 1e-6)
 
 
+def test_pixel_gp_keeps_only_the_winning_starts_warnings(monkeypatch, tiny_sequences):
+    import warnings
+
+    from minivae import gp
+
+    class Start:
+        """A stand-in GP: the smallest starting lengthscale warns and loses."""
+
+        def __init__(self, lengthscale, **_):
+            self.lengthscale = lengthscale
+
+        def fit(self, X, y):
+            self.log_marginal_likelihood_value_ = self.lengthscale
+            if self.lengthscale == smallest:
+                warnings.warn("losing start", RuntimeWarning)
+            if self.lengthscale == largest:
+                warnings.warn("winning start", RuntimeWarning)
+            return self
+
+    train, _ = split_parts(tiny_sequences)
+    starts = starting_lengthscales(train.X[train.groups == 0], 3)
+    smallest, largest = starts[0], starts[-1]
+    monkeypatch.setattr(gp, "GPRegressor", Start)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PixelGP().fit(train.X[train.groups == 0], train.Y[train.groups == 0])
+    assert [str(w.message) for w in caught] == ["winning start"]
+
+
 def test_two_stage_predicts_images_and_codes(tiny_postures):
     train, test = split_parts(tiny_postures, "extrapolation")
     model = TwoStage(latent_dim=3, hidden=(16,), epochs=2, batch_size=16)
