@@ -12,6 +12,7 @@ value of the setting. Test frames are never touched.
     python examples/var_validation.py decoder [SEEDS]
     python examples/var_validation.py residual [SEEDS]
     python examples/var_validation.py query-amplitude [SEEDS]
+    python examples/var_validation.py beta [SEEDS]
 
 amplitude: the median over training frames of |b / a_i - 1|, b = sqrt(mean sigma) the query
 amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b / a_i) mu_i,
@@ -37,6 +38,9 @@ query-amplitude: one fitted VARegressor predicting with query_amplitude="interpo
 GP interpolation of the training frames' log amplitudes, minivae.var.query_amplitudes)
 and with "mean" (the paper's sqrt(mean sigma), which training uses); PSNR and SSIM on the
 validation frames and PSNR at the training inputs, per seed.
+
+beta: VAR with the KL weight beta in (1, 0.3, 0.1, 0.03, 0.01) (VARegressor(beta=...); 1 is
+the paper's ELBO), PSNR and SSIM of the prediction and of the reconstruction, per seed.
 """
 import json
 import sys
@@ -76,13 +80,13 @@ def main(which, seeds="0,1"):
     rows = []
     regimes = {"ceiling": CEILING_REGIMES, "decoder": DECODER_REGIMES,
                "residual": DECODER_REGIMES,
-               "query-amplitude": DECODER_REGIMES}.get(which, REGIMES)
+               "query-amplitude": DECODER_REGIMES, "beta": DECODER_REGIMES}.get(which, REGIMES)
     with limited_threads(1):
         for name in regimes:
             fit, val = validation_split(name)
-            if which in ("decoder", "residual", "query-amplitude"):
+            if which in ("decoder", "residual", "query-amplitude", "beta"):
                 rows_of = {"decoder": decoders, "residual": residual,
-                           "query-amplitude": query_amplitude}[which]
+                           "query-amplitude": query_amplitude, "beta": betas}[which]
                 for row in rows_of(fit, val, [int(seed) for seed in seeds.split(",")]):
                     rows.append({"regime": name, **row})
                     print(json.dumps(rows[-1]), flush=True)
@@ -206,6 +210,20 @@ def query_amplitude(fit, val, seeds):
             row[rule] = {"psnr": scores["psnr"], "ssim": scores["ssim"],
                          "training_input_psnr": on_fit["psnr"]}
         yield row
+
+
+def betas(fit, val, seeds):
+    """One row per seed and KL weight: validation PSNR/SSIM of the prediction and of the
+    autoencoder's reconstruction."""
+    for seed in seeds:
+        for beta in (1.0, 0.3, 0.1, 0.03, 0.01):
+            model = VARegressor(beta=beta, seed=seed).fit(fit.X, fit.Y, fit.groups,
+                                                          progress=False)
+            predicted = score(model, fit, val)
+            reconstruction = model.decode(model.encode(val.Y)[0]).astype(np.float64)
+            recon = metrics.summarize(val.Y, reconstruction)
+            yield {"seed": seed, "beta": beta, "psnr": predicted["psnr"],
+                   "ssim": predicted["ssim"], "reconstruction_psnr": recon["psnr"]}
 
 
 if __name__ == "__main__":

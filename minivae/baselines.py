@@ -277,6 +277,8 @@ class TwoStage:
         VAE training epochs.
     lr : float, default 1e-3
     batch_size : int, default 64
+    beta : float, default 1.0
+        The VAE's KL weight.
     n_starts : int, default 3
         Starting lengthscales of each GP's hyperparameter optimisation.
     dtype : {"float32", "float64"}, default "float32"
@@ -301,7 +303,7 @@ class TwoStage:
 
     def __init__(self, latent_dim=8, hidden=(256,), activation="relu", likelihood="bernoulli",
                  epochs=110, lr=1e-3, batch_size=64, n_starts=3, dtype="float32", seed=0,
-                 device="cpu"):
+                 device="cpu", beta=1.0):
         self.latent_dim = latent_dim
         self.hidden = tuple(hidden)
         self.activation = activation
@@ -309,6 +311,7 @@ class TwoStage:
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
+        self.beta = beta
         self.n_starts = n_starts
         self.dtype = dtype
         self.seed = seed
@@ -337,7 +340,7 @@ class TwoStage:
         pixels = Y.reshape(Y.shape[0], -1)
         self.vae_ = VAE(pixels.shape[1], self.latent_dim, hidden=self.hidden,
                         activation=self.activation, likelihood=self.likelihood,
-                        dtype=self.dtype, seed=self.seed, device=self.device)
+                        beta=self.beta, dtype=self.dtype, seed=self.seed, device=self.device)
         self.history_ = self.vae_.fit(pixels, epochs=self.epochs, batch_size=self.batch_size,
                                       lr=self.lr, progress=progress).history_
         codes, _ = self.vae_.encode(pixels)

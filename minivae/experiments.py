@@ -33,7 +33,7 @@ from . import datasets, metrics, reports
 from .baselines import NearestAnchor, PixelGP, TwoStage
 from .errors import DataError
 from .kernels.threads import limited_threads
-from .var import DEFAULT_EPOCHS
+from .var import DEFAULT_BETA, DEFAULT_EPOCHS
 
 METHODS = ("nearest_anchor", "pixel_gp", "two_stage", "var")
 """Names of the methods :func:`run_experiment` knows, in the order reports list them."""
@@ -46,6 +46,7 @@ DEFAULT_SETTINGS = {
     "likelihood": "bernoulli",
     "lr": 1e-3,
     "batch_size": 64,
+    "beta": DEFAULT_BETA,
     "n_anchor": None,
     "n_query": None,
     "lengthscale": None,
@@ -60,8 +61,10 @@ DEFAULT_SETTINGS = {
 }
 """Model and split settings shared by the methods; :func:`run_experiment` takes overrides.
 
-``latent_dim, hidden, activation, likelihood, lr, batch_size, dtype, device`` configure
-both VAR and the two-stage VAE; ``n_anchor, n_query, lengthscale, noise`` only VAR;
+``latent_dim, hidden, activation, likelihood, lr, batch_size, beta, dtype, device``
+configure both VAR and the two-stage VAE (``beta`` is VAR's default KL weight,
+:data:`minivae.var.DEFAULT_BETA`, so the two autoencoders differ only in how they are
+trained); ``n_anchor, n_query, lengthscale, noise`` only VAR;
 ``gp_starts`` the baselines' GPs; ``n_anchor_every``, ``holdout`` and ``keep_every``
 the split (:func:`split_data`); ``n_anchor=None, n_query=None`` let VAR's episode sizes
 follow the group sizes;
@@ -108,7 +111,7 @@ def _settings(overrides):
 def _make_method(name, settings, epochs, seed):
     """A fresh, unfitted model for method ``name``."""
     shared = {key: settings[key] for key in ("latent_dim", "hidden", "activation", "likelihood",
-                                             "lr", "batch_size", "dtype", "device")}
+                                             "lr", "batch_size", "beta", "dtype", "device")}
     if name == "nearest_anchor":
         return NearestAnchor()
     if name == "pixel_gp":

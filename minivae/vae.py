@@ -22,8 +22,8 @@ from .autoencoder import DECODERS, Autoencoder
 from .backend import Backend, get_backend, resolve_dtype
 from .errors import CheckpointError, NotFittedError
 from .kernels import reparam_forward
-from .validation import (check_choice, check_data, check_network, check_positive_int,
-                         derived_seed)
+from .validation import (check_beta, check_choice, check_data, check_network,
+                         check_positive_int, derived_seed)
 
 # Seed streams derived from the model seed (the trainer uses [seed, epoch, stream]).
 _STREAM_NOISE, _STREAM_EVAL, _STREAM_IMPORTANCE = 1, 2, 3
@@ -121,9 +121,7 @@ class VAE(TransformerMixin, BaseEstimator):
         hidden = check_network(self.latent_dim, self.hidden, self.likelihood, self.seed)
         check_positive_int(input_dim, "input_dim")
         check_positive_int(self.n_samples, "n_samples")
-        if (not isinstance(self.beta, numbers.Real) or isinstance(self.beta, bool)
-                or not math.isfinite(self.beta) or self.beta < 0):
-            raise ValueError(f"beta={self.beta!r} must be a finite number >= 0")
+        check_beta(self.beta)
         if self.fixed_variance is not None:
             if self.likelihood != "gaussian":
                 raise ValueError('fixed_variance is only used by the Gaussian likelihood; pass '

@@ -115,6 +115,13 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_beta(beta) -> None:
+    """ValueError unless the KL weight ``beta`` is a finite real number >= 0."""
+    if (not isinstance(beta, numbers.Real) or isinstance(beta, bool)
+            or not math.isfinite(beta) or beta < 0):
+        raise ValueError(f"beta={beta!r} must be a finite number >= 0")
+
+
 def check_choice(value, name: str, choices: tuple) -> None:
     """ValueError unless ``value`` is one of ``choices``."""
     if not (isinstance(value, str) and value in choices):

@@ -65,6 +65,7 @@ from .gp import factorise, posterior_mean, posterior_mean_backward, predictive
 from .kernels import reparam_backward, reparam_forward
 from .params import FlatArrays
 from .validation import (
+    check_beta,
     check_choice,
     check_groups,
     check_images,
@@ -95,6 +96,12 @@ DEFAULT_EPOCHS = (300, 600, 150)
 and ``minivae train var``. On the built-in sequences (data seed 1, every 4th frame held
 out, model seed 0) they give 30.2 dB held-out PSNR in a 20 s fit on 144 frames; (20, 30,
 10) gave 22.1 dB, and ``patience=20`` with these as caps 29.3 dB in 17 s."""
+
+DEFAULT_BETA = 0.3
+"""KL weight of :class:`VARegressor` (``beta``; the paper's ELBO has 1), chosen on validation
+frames carved from the training frames (``python examples/var_validation.py beta 0,1,2``;
+docs/derivations.md, "VAR and the paper"): against 1, +0.64 dB PSNR at every 2nd
+frame of the sequences, -0.33 dB at every 8th, +0.21 to +0.25 dB on the postures."""
 
 
 #: Entries of the largest temporary in :func:`_nearest_distinct_distances` (float64: 32 MiB).
@@ -273,6 +280,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
         The kernel amplitude of a new input at prediction, which has no image: the GP
         interpolation of the training frames' log amplitudes, or the paper's mean
         amplitude (:func:`query_amplitudes`). Training's queries use the mean either way.
+    beta : float, default :data:`DEFAULT_BETA`
+        Weight of the anchors' KL term to N(0, I) in pre-training and in the joint loss
+        (the paper's, a VAE's ELBO, is 1). Smaller weights let the encoder's codes spread
+        further from the prior's scale, and the decoder, trained on less noisy codes,
+        reconstructs more sharply.
 
     Attributes
     ----------
@@ -313,7 +325,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
                  batch_size: int = 64, lengthscale: float | None = None, noise: float = 1e-3,
                  patience: int | None = None, validation_every: int = 8,
                  dtype: DTypeLike = "float32", seed: int = 0, device: str = "cpu",
-                 decoder: str = "mlp", query_amplitude: str = "interpolated") -> None:
+                 decoder: str = "mlp", query_amplitude: str = "interpolated",
+                 beta: float = DEFAULT_BETA) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -332,6 +345,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.decoder = decoder
         self.query_amplitude = query_amplitude
+        self.beta = beta
 
     history_: dict | None  # set by fit (None in a model loaded from a file without one)
 
@@ -353,6 +367,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         get_backend(self.device)
         check_choice(self.decoder, "decoder", DECODERS)
         check_choice(self.query_amplitude, "query_amplitude", QUERY_AMPLITUDES)
+        check_beta(self.beta)
 
     def get_config(self) -> dict:
         """The constructor arguments, JSON-serialisable."""
@@ -368,6 +383,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
             "validation_every": int(self.validation_every), "dtype": resolve_dtype(self.dtype).name,
             "seed": int(self.seed), "device": get_backend(self.device).name,
             "decoder": self.decoder, "query_amplitude": self.query_amplitude,
+            "beta": float(self.beta),
         }
 
     def _check_fitted(self) -> None:
@@ -450,6 +466,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
                 f"{str(path)!r} has no training data ({missing}); it cannot predict"
             )
         config = dict(model_meta["config"])
+        config.setdefault("beta", 1.0)  # files written before beta existed trained with 1
         if device is not None:
             config["device"] = device
         config["hidden"], config["epochs"] = tuple(config["hidden"]), tuple(config["epochs"])
@@ -577,7 +594,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         nll, dz_all, grads = self.network.decoder_loss_and_grads(
             xp.concatenate([z, z_query]), Y_all, scale, grads)
         kl = losses.kl_std_normal(mu, logvar)
-        loss = (float(nll.sum()) + float(kl.sum())) * scale
+        loss = (float(nll.sum()) + float(self.beta) * float(kl.sum())) * scale
         dz = dz_all[:n_anchors]
         dz_query = dz_all[n_anchors:]
 
@@ -601,7 +618,8 @@ class VARegressor(RegressorMixin, BaseEstimator):
 
         # Backward 3: reparameterisation and KL, then the encoder ("VAR: into the encoder").
         dmu, dlogvar = reparam_backward(dz[None], logvar, eps, impl=impl)
-        dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar, scale=scale)
+        dmu_kl, dlogvar_kl = losses.kl_std_normal_grad(mu, logvar,
+                                                       scale=float(self.beta) * scale)
         dmu += dmu_kl
         dlogvar += dlogvar_kl
         self.network.encoder_backward({"mu": dmu, "logvar": dlogvar,
@@ -651,9 +669,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
         return self._joint_loss_and_grads_device(X, Y, episodes, eps, {})
 
     def elbo_loss_and_grads(self, Y, eps=None):
-        """Mean negative ELBO of images ``Y`` (the pre-training loss) and its gradient;
-        ``eps`` (n, k) is the reparameterisation noise (default: the model's generator).
-        The regression parameters get zero gradients.
+        """Mean negative ELBO (KL weighted ``beta``) of images ``Y`` (the pre-training loss)
+        and its gradient; ``eps`` (n, k) is the reparameterisation noise (default: the
+        model's generator). The regression parameters get zero gradients.
 
         Derivation: docs/derivations.md, "The whole chain" (the VAE's).
         """
@@ -661,7 +679,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         Y = self._device_images(Y)
         eps = (self.network.draw_eps(self._rng, 1, Y.shape[0]) if eps is None
                else self.network.check_eps(eps, Y.shape[0], samples=False))
-        loss, grads = self.network.neg_elbo_and_grads(Y, eps, {})
+        loss, grads = self.network.neg_elbo_and_grads(Y, eps, {}, beta=float(self.beta))
         return float(loss), grads
 
     # ---- training ------------------------------------------------------------------------
@@ -807,7 +825,7 @@ class VARegressor(RegressorMixin, BaseEstimator):
         def pretrain_step(idx, rng):
             return network.neg_elbo_and_grads(Y_train[self.backend.asarray(idx)],
                                               network.draw_eps(rng, 1, len(idx)),
-                                              network.gradient_buffers())
+                                              network.gradient_buffers(), beta=float(self.beta))
 
         def joint_step(idx, rng):
             episodes = self._split_episodes(idx)

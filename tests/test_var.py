@@ -51,11 +51,12 @@ def _assert_gradients(rows):
 # ---- gradients -----------------------------------------------------------------------------
 
 
-def _joint_problem(rng, likelihood, n_features):
+def _joint_problem(rng, likelihood, n_features, beta=1.0):
     """A perturbed tiny model, its data, two episodes from different groups (with different
     numbers of queries) and their anchor noise."""
     X, Y, groups = _toy_data(rng, n_features=n_features)
-    model = _tiny_model(likelihood=likelihood).fit(X, Y, groups=groups, progress=False)
+    model = _tiny_model(likelihood=likelihood, beta=beta).fit(X, Y, groups=groups,
+                                                              progress=False)
     _perturb(model, rng)
     episodes = [(np.array([0, 2, 5, 7]), np.array([1, 3, 6])),
                 (np.array([8, 10, 12, 15]), np.array([9, 14]))]
@@ -63,10 +64,11 @@ def _joint_problem(rng, likelihood, n_features):
     return model, X, Y, episodes, eps
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("n_features", [1, 2])
-def test_joint_gradients_match_finite_differences(rng, likelihood, n_features):
-    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features)
+@pytest.mark.parametrize("likelihood, n_features, beta", [
+    ("bernoulli", 1, 1.0), ("bernoulli", 2, 1.0), ("gaussian", 1, 1.0), ("gaussian", 2, 1.0),
+    ("bernoulli", 2, 0.05), ("gaussian", 1, 0.3)])
+def test_joint_gradients_match_finite_differences(rng, likelihood, n_features, beta):
+    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features, beta)
     loss, grads = model.loss_and_grads(X, Y, episodes, eps=eps)
     assert np.isfinite(loss)
     assert list(grads) == list(model.params)
@@ -89,7 +91,7 @@ def test_joint_loss_value_is_per_example(rng):
     assert loss_twice == pytest.approx(loss_one, rel=1e-12)
 
 
-def _numpy_joint_loss(params, X, Y, episodes, eps, noise, likelihood):
+def _numpy_joint_loss(params, X, Y, episodes, eps, noise, likelihood, beta):
     """docs/derivations.md, "VAR: forward", written out in plain NumPy (tanh networks with
     one hidden layer, as built by _tiny_model): the executable check of the loss value."""
     def layer(h, name):
@@ -121,26 +123,28 @@ def _numpy_joint_loss(params, X, Y, episodes, eps, noise, likelihood):
         K_star = b * a[None, :] * exp_factor(X[queries], X[anchors], lengthscale)
         z_star = K_star @ np.linalg.solve(K + noise * np.eye(len(anchors)), z)
         kl = 0.5 * (np.exp(logvar) + mu**2 - 1.0 - logvar).sum(axis=1)
-        total += (kl + decoder_nll(z, images[anchors])).sum()
+        total += (beta * kl + decoder_nll(z, images[anchors])).sum()
         total += decoder_nll(z_star, images[queries]).sum()
         count += len(anchors) + len(queries)
     return total / count
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_joint_loss_matches_a_plain_numpy_forward(rng, likelihood):
+@pytest.mark.parametrize("likelihood, beta", [("bernoulli", 1.0), ("gaussian", 1.0),
+                                              ("bernoulli", 0.2)])
+def test_joint_loss_matches_a_plain_numpy_forward(rng, likelihood, beta):
     """The loss value itself, against the derivation's formulas evaluated independently
     (float64; different summation orders only: rtol 1e-12)."""
-    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features=2)
+    model, X, Y, episodes, eps = _joint_problem(rng, likelihood, n_features=2, beta=beta)
     loss, _ = model.loss_and_grads(X, Y, episodes, eps=eps)
     expected = _numpy_joint_loss({k: np.asarray(v) for k, v in model.params.items()}, X, Y,
-                                 episodes, eps, model.noise, likelihood)
+                                 episodes, eps, model.noise, likelihood, beta)
     assert loss == pytest.approx(expected, rel=1e-12)
 
 
-def test_pretraining_elbo_gradients_match_finite_differences(rng):
+@pytest.mark.parametrize("beta", [1.0, 0.1])
+def test_pretraining_elbo_gradients_match_finite_differences(rng, beta):
     X, Y, groups = _toy_data(rng)
-    model = _tiny_model().fit(X, Y, groups=groups, progress=False)
+    model = _tiny_model(beta=beta).fit(X, Y, groups=groups, progress=False)
     _perturb(model, rng)
     eps = rng.standard_normal((5, 3))
     _, grads = model.elbo_loss_and_grads(Y[:5], eps=eps)
@@ -149,6 +153,22 @@ def test_pretraining_elbo_gradients_match_finite_differences(rng):
     _assert_gradients(rows)
     for name in REGRESSION_PARAMS:
         assert not np.any(grads[name])
+
+
+def test_pretraining_loss_weights_the_kl_by_beta(rng):
+    """The pre-training loss is mean(nll) + beta mean(KL): two models with the same
+    parameters and noise differ by (beta - 1) times the KL written out in NumPy."""
+    X, Y, groups = _toy_data(rng)
+    models = [_tiny_model(beta=beta).fit(X, Y, groups=groups, progress=False)
+              for beta in (1.0, 0.25)]
+    _perturb(models[0], rng)
+    models[1].set_state(models[0].get_state()[0])
+    eps = rng.standard_normal((5, 3))
+    loss_one, loss_quarter = (model.elbo_loss_and_grads(Y[:5], eps=eps)[0] for model in models)
+    mu, logvar, _ = models[0].encode(Y[:5])
+    kl = 0.5 * (np.exp(logvar) + mu**2 - 1.0 - logvar).sum(axis=1).mean()
+    assert kl > 0.1
+    assert loss_quarter - loss_one == pytest.approx(-0.75 * kl, rel=1e-10)
 
 
 # ---- schedule, determinism, persistence --------------------------------------------------------
@@ -428,7 +448,8 @@ def test_unfitted_model_says_so():
 
 @pytest.mark.parametrize("kwargs", [dict(epochs=(1, 2)), dict(epochs=5), dict(n_anchor=0),
                                     dict(noise=0.0), dict(likelihood="poisson"),
-                                    dict(lengthscale=-1.0), dict(query_amplitude="median")])
+                                    dict(lengthscale=-1.0), dict(query_amplitude="median"),
+                                    dict(beta=-0.5), dict(beta=float("nan"))])
 def test_bad_constructor_arguments_are_stored_and_refused_by_fit(rng, kwargs):
     model = VARegressor(**kwargs)  # scikit-learn's convention: stored unchanged
     assert all(getattr(model, key) is value for key, value in kwargs.items())
