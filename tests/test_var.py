@@ -234,6 +234,21 @@ def test_save_load_round_trip_predicts_identically(rng, tmp_path):
     assert loaded.history_ == model.history_
 
 
+def test_a_file_without_beta_loads_with_the_weight_it_was_trained_with(rng, tmp_path,
+                                                                       monkeypatch):
+    """Files written before ``beta`` existed trained with the ELBO's weight 1."""
+    X, Y, groups = _toy_data(rng)
+    model = _fit_small(X, Y, groups, (1, 1, 1), beta=0.5)
+    real_config = VARegressor.get_config
+    monkeypatch.setattr(VARegressor, "get_config", lambda self: {
+        key: value for key, value in real_config(self).items() if key != "beta"})
+    model.save(tmp_path / "old.npz")
+    monkeypatch.undo()
+    assert VARegressor.load(tmp_path / "old.npz").beta == 1.0
+    model.save(tmp_path / "new.npz")
+    assert VARegressor.load(tmp_path / "new.npz").beta == 0.5
+
+
 def test_training_checkpoint_resumes_bit_identically(rng, tmp_path):
     X, Y, groups = _toy_data(rng)
     full = _fit_small(X, Y, groups, (1, 2, 1))
