@@ -6,7 +6,7 @@ settings is fitted on the rest and scored (PSNR, SSIM) on those validation frame
 value of the setting. Test frames are never touched.
 
     python examples/var_validation.py noise
-    python examples/var_validation.py calibration
+    python examples/var_validation.py calibration [SEEDS]
     python examples/var_validation.py ceiling
     python examples/var_validation.py amplitude
     python examples/var_validation.py decoder [SEEDS]
@@ -19,8 +19,10 @@ amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b /
 is from the frame's own code mu_i.
 
 calibration: coverage of the validation pixels by predict(..., return_std=True) mean +- 2 std
-(whose latent variance is scaled by c = tr(Mu^T A^-1 Mu) / (N k), the maximum-likelihood
-factor of each group's covariance given its codes), and by the same spread without c.
+(the decoded samples' spread, whose latent variance is scaled by c = tr(Mu^T A^-1 Mu) / (N k),
+the maximum-likelihood factor of each group's covariance given its codes, plus the
+leave-one-out decoder error VARegressor.loo_error_variance), by the latent spread alone
+(decoder_error=False), and by the latent spread without c; per seed.
 
 ceiling: VAR's validation PSNR against its own autoencoder's reconstruction of the
 validation frames and against the pixel GP.
@@ -80,13 +82,15 @@ def main(which, seeds="0,1"):
     rows = []
     regimes = {"ceiling": CEILING_REGIMES, "decoder": DECODER_REGIMES,
                "residual": DECODER_REGIMES,
-               "query-amplitude": DECODER_REGIMES, "beta": DECODER_REGIMES}.get(which, REGIMES)
+               "query-amplitude": DECODER_REGIMES, "beta": DECODER_REGIMES,
+               "calibration": DECODER_REGIMES}.get(which, REGIMES)
     with limited_threads(1):
         for name in regimes:
             fit, val = validation_split(name)
-            if which in ("decoder", "residual", "query-amplitude", "beta"):
+            if which in ("decoder", "residual", "query-amplitude", "beta", "calibration"):
                 rows_of = {"decoder": decoders, "residual": residual,
-                           "query-amplitude": query_amplitude, "beta": betas}[which]
+                           "query-amplitude": query_amplitude, "beta": betas,
+                           "calibration": calibration}[which]
                 for row in rows_of(fit, val, [int(seed) for seed in seeds.split(",")]):
                     rows.append({"regime": name, **row})
                     print(json.dumps(rows[-1]), flush=True)
@@ -111,9 +115,6 @@ def main(which, seeds="0,1"):
             if which == "ceiling":
                 rows.append({"regime": name, **ceiling(fit, val)})
                 print(json.dumps(rows[-1]), flush=True)
-            if which == "calibration":
-                rows.append({"regime": name, **calibration(fit, val)})
-                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -128,9 +129,20 @@ def ml_scale(model, fit, group):
     return float(np.sum(codes * np.asarray(factor.solve(codes))) / codes.size)
 
 
-def calibration(fit, val, n_samples=32):
-    model = VARegressor(seed=0).fit(fit.X, fit.Y, fit.groups, progress=False)
+def calibration(fit, val, seeds, n_samples=32):
+    """One row per seed: coverage of the validation pixels by mean +- 2 std with the
+    default spread (latent spread and the leave-one-out decoder error), with the latent
+    spread alone, and with the latent spread without its scale c; the first two also over
+    the object's pixels alone (truth >= 0.02)."""
+    for seed in seeds:
+        model = VARegressor(seed=seed).fit(fit.X, fit.Y, fit.groups, progress=False)
+        yield {"seed": seed, **_coverages(model, fit, val, n_samples)}
+
+
+def _coverages(model, fit, val, n_samples):
     images, std = model.predict(val.X, val.groups, return_std=True, n_samples=n_samples)
+    _, latent_std = model.predict(val.X, val.groups, return_std=True, n_samples=n_samples,
+                                  decoder_error=False)
     mean, var = model.predict_latent(val.X, val.groups)
     scales = {int(g): ml_scale(model, fit, g) for g in np.unique(fit.groups)}
     scale = np.array([scales[int(g)] for g in val.groups])
@@ -139,8 +151,14 @@ def calibration(fit, val, n_samples=32):
     codes = mean[None] + np.sqrt(var / scale)[None, :, None] * eps
     decoded = model.decode(codes.reshape(-1, mean.shape[1]).astype(np.float32))
     unscaled_std = decoded.reshape(n_samples, mean.shape[0], -1).std(axis=0)
+    object_pixels = val.Y >= 0.02
     return {"coverage_2std": experiments.coverage(val.Y, images, std),
+            "coverage_2std_latent_only": experiments.coverage(val.Y, images, latent_std),
             "coverage_2std_without_scale": experiments.coverage(val.Y, images, unscaled_std),
+            "object_coverage_2std": float(np.mean((np.abs(val.Y - images) <= 2 * std)
+                                                  [object_pixels])),
+            "object_coverage_2std_latent_only": float(np.mean(
+                (np.abs(val.Y - images) <= 2 * latent_std)[object_pixels])),
             "ml_scale_median": float(np.median(list(scales.values())))}
 
 

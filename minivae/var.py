@@ -94,8 +94,8 @@ _STREAM_PREDICT = 2
 DEFAULT_EPOCHS = (300, 600, 150)
 """(pre-training, joint, fine-tuning) epochs of :class:`VARegressor`, the demo, the examples
 and ``minivae train var``. On the built-in sequences (data seed 1, every 4th frame held
-out, model seed 0) they give 30.2 dB held-out PSNR in a 20 s fit on 144 frames; (20, 30,
-10) gave 22.1 dB, and ``patience=20`` with these as caps 29.3 dB in 17 s."""
+out, model seed 0, KL weight 1) they gave 30.2 dB held-out PSNR in a 20 s fit on 144
+frames; (20, 30, 10) gave 22.1 dB, and ``patience=20`` with these as caps 29.3 dB in 17 s."""
 
 DEFAULT_BETA = 0.3
 """KL weight of :class:`VARegressor` (``beta``; the paper's ELBO has 1), chosen on validation
@@ -940,9 +940,43 @@ class VARegressor(RegressorMixin, BaseEstimator):
         mean, var = self._condition(X_new, groups)
         return self.backend.to_host(mean), self.backend.to_host(var)
 
+    def loo_error_variance(self) -> np.ndarray:
+        """Per-pixel mean squared leave-one-out error of the training frames.
+
+        For each training frame i of group g, the GP mean of its code given the group's
+        other frames, ``mu_i - [A^-1 Mu]_i / [A^-1]_ii`` (Rasmussen & Williams, eq. 5.12,
+        with the amplitudes and noise of :meth:`predict_latent`), is decoded and compared
+        with the frame: the result is the mean over all training frames of the squared
+        difference, per pixel. :meth:`predict` adds it to the latent spread's variance
+        (``decoder_error=True``): it is the error that decoding a regressed code makes
+        where no latent uncertainty is left. Derivation: docs/derivations.md, "VAR:
+        prediction".
+
+        Returns
+        -------
+        variance : image_shape_ host array, the model's dtype
+        """
+        self._check_fitted()
+        xp = self.backend.xp
+        theta = self._theta()
+        total = xp.zeros(self._Y_train.shape[1], dtype=xp.float64)
+        for rows_host in self._group_rows:
+            rows = self.backend.asarray(rows_host)
+            heads = self.network.encode(self._Y_train[rows])
+            codes = heads["mu"].astype(xp.float64)
+            amp = xp.sqrt(xp.exp(heads["logsigma"][:, 0].astype(xp.float64)))
+            factor = factorise(self._X_train[rows].astype(xp.float64), theta, amplitudes=amp,
+                               backend=self.backend)
+            inverse = factor.solve(xp.eye(rows_host.size))
+            loo = codes - (inverse @ codes) / xp.diag(inverse)[:, None]
+            decoded = self.network.decode_mean(loo.astype(self._dtype)).astype(xp.float64)
+            total += ((self._Y_train[rows].astype(xp.float64) - decoded) ** 2).sum(axis=0)
+        variance = (total / self._Y_train.shape[0]).astype(self._dtype)
+        return self.backend.to_host(variance).reshape(self.image_shape_)
+
     def predict(self, X_new: ArrayLike, groups: ArrayLike | None = None,
-                return_std: bool = False,
-                n_samples: int = 32) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                return_std: bool = False, n_samples: int = 32,
+                decoder_error: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Images regressed at new inputs.
 
         Parameters
@@ -954,6 +988,9 @@ class VARegressor(RegressorMixin, BaseEstimator):
             Also return a per-pixel standard deviation.
         n_samples : int
             Latent posterior samples used for the standard deviation.
+        decoder_error : bool
+            With ``return_std``: add :meth:`loo_error_variance` to the variance of the
+            decoded samples. False: the spread the latent uncertainty causes, alone.
 
         Returns
         -------
@@ -961,9 +998,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
             The decoder mean (Bernoulli probabilities or Gaussian means) at the GP
             posterior mean code.
         std : (m, *image_shape) host array, only with ``return_std``
-            The standard deviation over ``n_samples`` codes ``z ~ N(mean, var I)`` of
-            their decoded means (the spread the latent uncertainty causes). The samples
-            come from a Generator seeded from the model seed, so calls repeat exactly.
+            ``sqrt(s^2 + e^2)``: ``s`` the standard deviation over ``n_samples`` codes
+            ``z ~ N(mean, var I)`` of their decoded means (the spread the latent
+            uncertainty causes) and ``e^2`` the per-pixel :meth:`loo_error_variance` (0
+            with ``decoder_error=False``). The samples come from a Generator seeded from
+            the model seed, so calls repeat exactly.
         """
         if return_std and (not is_int(n_samples) or n_samples < 2):
             raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
@@ -977,8 +1016,11 @@ class VARegressor(RegressorMixin, BaseEstimator):
         eps = rng.standard_normal((n_samples, m, self.latent_dim), dtype=self._dtype)
         codes = mean[None] + self.backend.xp.sqrt(var)[None, :, None] * eps
         decoded = self.network.decode_mean(codes.reshape(n_samples * m, self.latent_dim))
-        std = decoded.reshape(n_samples, m, -1).std(axis=0)
-        return images, self.backend.to_host(std).reshape((m, *self.image_shape_))
+        std = self.backend.to_host(decoded.reshape(n_samples, m, -1).std(axis=0))
+        std = std.reshape((m, *self.image_shape_))
+        if decoder_error:
+            std = np.sqrt(std**2 + self.loo_error_variance()[None])
+        return images, std
 
     def score(self, X: ArrayLike, Y: ArrayLike, groups: ArrayLike | None = None) -> float:
         """Coefficient of determination R^2 of the predicted images: one minus the summed

@@ -293,6 +293,42 @@ def _codes_covariance(model, X, Y):
     return mu, logsigma, amp[:, None] * amp[None, :] * kernel + model.noise * np.eye(x.size)
 
 
+def test_loo_error_variance_is_the_leave_one_out_refit_written_out(rng):
+    """Each training frame's code regressed from the group's other frames by a GP refitted
+    without it (the closed form of R&W eq. 5.12 is not used here), decoded, squared error
+    per pixel, averaged over every training frame (float64 solves of <= 8 points in
+    another order: rtol 1e-10)."""
+    X, Y, groups = _toy_data(rng, image_shape=(12,))
+    model = _fit_small(X, Y, groups, (1, 2, 1))
+    squared = []
+    for g in (0, 1):
+        rows = groups == g
+        mu, _, A = _codes_covariance(model, X[rows], Y[rows])
+        for i in range(rows.sum()):
+            others = np.arange(rows.sum()) != i
+            code = A[i, others] @ np.linalg.solve(A[np.ix_(others, others)], mu[others])
+            squared.append((Y[rows][i] - model.decode(code[None])[0]) ** 2)
+    expected = np.mean(squared, axis=0)
+    got = model.loo_error_variance()
+    assert got.shape == (12,) and np.all(expected > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_predictive_std_adds_the_loo_error_variance(rng):
+    """std^2 = (latent spread)^2 + loo_error_variance, per pixel, same samples (float64
+    model: the sum and the square root round at ~1e-16)."""
+    X, Y, groups = _toy_data(rng, image_shape=(4, 3))
+    model = _fit_small(X, Y, groups, (1, 1, 1))
+    X_new, new_groups = np.array([[0.3], [1.7], [5.0]]), [0, 1, 1]
+    images, std = model.predict(X_new, new_groups, return_std=True, n_samples=6)
+    images_latent, std_latent = model.predict(X_new, new_groups, return_std=True,
+                                              n_samples=6, decoder_error=False)
+    assert np.array_equal(images, images_latent)
+    np.testing.assert_allclose(std**2, std_latent**2 + model.loo_error_variance()[None],
+                               rtol=1e-12)
+    assert np.all(std > std_latent)
+
+
 def test_predict_shapes_and_latent_variance(rng):
     X, Y, groups = _toy_data(rng, image_shape=(12,))
     model = _fit_small(X, Y, groups, (1, 1, 0))
