@@ -13,6 +13,7 @@ value of the setting. Test frames are never touched.
     python examples/var_validation.py residual [SEEDS]
     python examples/var_validation.py query-amplitude [SEEDS]
     python examples/var_validation.py beta [SEEDS]
+    python examples/var_validation.py network [SEEDS]
 
 amplitude: the median over training frames of |b / a_i - 1|, b = sqrt(mean sigma) the query
 amplitude and a_i = sqrt(sigma_i): how far the GP mean at a training input, (b / a_i) mu_i,
@@ -43,6 +44,9 @@ validation frames and PSNR at the training inputs, per seed.
 
 beta: VAR with the KL weight beta in (1, 0.3, 0.1, 0.03, 0.01) (VARegressor(beta=...); 1 is
 the paper's ELBO), PSNR and SSIM of the prediction and of the reconstruction, per seed.
+
+network: VAR with the default network (latent_dim=8, hidden=(256,)), latent_dim 4 and 16,
+and hidden=(512,); PSNR, SSIM and fit seconds per seed.
 """
 import json
 import sys
@@ -83,14 +87,15 @@ def main(which, seeds="0,1"):
     regimes = {"ceiling": CEILING_REGIMES, "decoder": DECODER_REGIMES,
                "residual": DECODER_REGIMES,
                "query-amplitude": DECODER_REGIMES, "beta": DECODER_REGIMES,
-               "calibration": DECODER_REGIMES}.get(which, REGIMES)
+               "calibration": DECODER_REGIMES, "network": DECODER_REGIMES}.get(which, REGIMES)
     with limited_threads(1):
         for name in regimes:
             fit, val = validation_split(name)
-            if which in ("decoder", "residual", "query-amplitude", "beta", "calibration"):
+            if which in ("decoder", "residual", "query-amplitude", "beta", "calibration",
+                         "network"):
                 rows_of = {"decoder": decoders, "residual": residual,
                            "query-amplitude": query_amplitude, "beta": betas,
-                           "calibration": calibration}[which]
+                           "calibration": calibration, "network": networks}[which]
                 for row in rows_of(fit, val, [int(seed) for seed in seeds.split(",")]):
                     rows.append({"regime": name, **row})
                     print(json.dumps(rows[-1]), flush=True)
@@ -242,6 +247,20 @@ def betas(fit, val, seeds):
             recon = metrics.summarize(val.Y, reconstruction)
             yield {"seed": seed, "beta": beta, "psnr": predicted["psnr"],
                    "ssim": predicted["ssim"], "reconstruction_psnr": recon["psnr"]}
+
+
+def networks(fit, val, seeds):
+    """One row per seed and network size: validation PSNR/SSIM and fit seconds."""
+    for seed in seeds:
+        for label, options in (("default", {}), ("latent_dim=4", {"latent_dim": 4}),
+                               ("latent_dim=16", {"latent_dim": 16}),
+                               ("hidden=(512,)", {"hidden": (512,)})):
+            start = time.perf_counter()
+            model = VARegressor(seed=seed, **options).fit(fit.X, fit.Y, fit.groups,
+                                                          progress=False)
+            seconds = time.perf_counter() - start
+            yield {"seed": seed, "network": label, **score(model, fit, val),
+                   "fit_seconds": round(seconds, 1)}
 
 
 if __name__ == "__main__":
